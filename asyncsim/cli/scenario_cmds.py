@@ -1,0 +1,57 @@
+"""``asyncsim validate`` and ``asyncsim schema``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .._io import atomic_write_text
+from ..errors import ScenarioError
+from ..scenario import load_scenario, scenario_json_schema
+from ._app import app
+from ._common import console, print_json
+
+
+@app.command()
+def validate(
+    files: List[Path] = typer.Argument(..., help="Scenario files to check.", show_default=False),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Check scenario files; print one line per problem. Exit 2 if any file is invalid."""
+    results = []
+    for f in files:
+        try:
+            sc = load_scenario(f)
+        except ScenarioError as exc:
+            results.append({"file": str(f), "ok": False, "error": str(exc)})
+            continue
+        results.append({"file": str(f), "ok": True, "name": sc.name, "workers": sc.n_workers,
+                        "policy": sc.policy.kind})
+    bad = [r for r in results if not r["ok"]]
+    if json_out:
+        print_json({"ok": not bad, "files": results})
+    else:
+        for r in results:
+            if r["ok"]:
+                console.print(f"[green]ok[/]  {r['file']}  ({r['name']}: {r['workers']} workers, {r['policy']})")
+    for r in bad:
+        sys.stderr.write(f"asyncsim: error: {' '.join(r['error'].split())}\n")
+    if bad:
+        raise typer.Exit(2)
+
+
+@app.command()
+def schema(
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the schema to this file."),
+) -> None:
+    """Print the JSON Schema of scenario files (for editor completion)."""
+    text = json.dumps(scenario_json_schema(), indent=2) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(out, text)
+        console.print(f"wrote {out}")

@@ -1,0 +1,99 @@
+"""``asyncsim simulate``: run a scenario, print a summary, write the trace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from ..scenario import load_scenario
+from ._app import app
+from ._common import console, print_json, progress, user_errors
+
+ENGINES = ("auto", "simpy", "heap", "vector", "fast")
+
+
+def default_trace_path(name: str, seed: int) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "scenario"
+    return Path(f"{safe}-seed{seed}.parquet")
+
+
+def run_simulation(scenario_path: Path, updates: Optional[int], seed: Optional[int], engine: str,
+                   show_progress: bool):
+    """Load, simulate (with a progress bar) and return ``(scenario, trace)``."""
+    if engine not in ENGINES:
+        from ..errors import InputError
+
+        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    sc = load_scenario(scenario_path, seed=seed)
+    from ..engine import simulate
+    with progress(disable=not show_progress) as bar:
+        task = bar.add_task(f"simulating {sc.name}", total=1000)
+        trace = simulate(sc, updates=updates, engine=engine,
+                         progress=lambda f: bar.update(task, completed=int(1000 * f)))
+    return sc, trace
+
+
+def summary_table(title: str, s: dict) -> Table:
+    t = Table(title=title, show_header=True, header_style="bold")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+
+    def f(v, fmt="{:.4g}"):
+        return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else fmt.format(v)
+
+    rows = [
+        ("updates", f(s["updates"], "{:,}")),
+        ("gradients computed", f(s["gradients"], "{:,}")),
+        ("gradients dropped", f(s["dropped"], "{:,}")),
+        ("simulated time", f(s["sim_time"], "{:.4g} s")),
+        ("update rate", f(s["update_rate"], "{:.4g} /s")),
+        ("gradient rate", f(s["gradient_rate"], "{:.4g} /s")),
+        ("time per update", f(s["time_per_update"], "{:.4g} s")),
+        ("staleness mean", f(s["staleness_mean"])),
+        ("staleness p50 / p99 / max",
+         f"{f(s['staleness_p50'], '{:.0f}')} / {f(s['staleness_p99'], '{:.0f}')} / {f(s['staleness_max'], '{}')}"),
+        ("worker utilisation mean (min)",
+         f"{f(s['utilisation_mean'], '{:.1%}')} ({f(s['utilisation_min'], '{:.1%}')})"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+@app.command()
+def simulate(
+    scenario: Path = typer.Argument(..., help="Scenario YAML file.", show_default=False),
+    updates: Optional[int] = typer.Option(None, "--updates", "-n", min=1, help="Stop after N updates (overrides stop)."),
+    seed: Optional[int] = typer.Option(None, "--seed", "-s", min=0, help="Override the scenario's seed."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Trace file (.parquet, .npz, .csv). Default: <name>-seed<S>.parquet"),
+    no_save: bool = typer.Option(False, "--no-save", help="Do not write a trace file."),
+    engine: str = typer.Option("auto", "--engine", help="auto | simpy | heap | vector | fast"),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Simulate a cluster and write its staleness trace."""
+    with user_errors():
+        sc, trace = run_simulation(scenario, updates, seed, engine, show_progress=not json_out)
+        path = None
+        if not no_save:
+            path = out or default_trace_path(sc.name, sc.seed)
+            trace.save(path)
+    s = trace.summary()
+    s["scenario"] = sc.name
+    s["policy"] = sc.policy.kind
+    s["trace"] = str(path) if path else None
+    if json_out:
+        print_json(s)
+        return
+    console.print(summary_table(f"{sc.name} — {sc.n_workers} workers, policy {sc.policy.kind}, seed {sc.seed}", s))
+    pmf = np.asarray(s["staleness_pmf"])
+    if pmf.size > 1:
+        top = np.argsort(pmf)[::-1][:6]
+        console.print("staleness pmf (most likely τ): "
+                      + ", ".join(f"τ={int(k)}: {pmf[k]:.3f}" for k in sorted(top)))
+    if path:
+        console.print(f"trace written to [bold]{path}[/]")

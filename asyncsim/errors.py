@@ -1,0 +1,42 @@
+"""Errors that mean *the input is bad*, not that asyncsim is broken.
+
+Every one of them is reported by the command line as a single line on stderr
+with exit code 2 (see :mod:`asyncsim.cli`). Library code raises them with a
+message that names the file and the field so the user can fix the input
+without reading a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class AsyncsimError(Exception):
+    """Base class of user-facing input errors (exit code 2 on the command line)."""
+
+
+class ScenarioError(AsyncsimError, ValueError):
+    """A scenario file (or scenario dict) is invalid.
+
+    ``str(err)`` reads ``<file>: <field.path>: <what is wrong>``.
+    """
+
+    def __init__(self, message: str, *, file: str | Path | None = None, field: str | None = None):
+        self.file = str(file) if file is not None else None
+        self.field = field or None
+        self.reason = message
+        parts = [p for p in (self.file, self.field) if p]
+        super().__init__(": ".join(parts + [message]))
+
+
+class TraceError(AsyncsimError, ValueError):
+    """A trace file or trace arrays are corrupt, foreign or inconsistent."""
+
+    def __init__(self, message: str, *, file: str | Path | None = None):
+        self.file = str(file) if file is not None else None
+        self.reason = message
+        super().__init__(f"{self.file}: {message}" if self.file else message)
+
+
+class InputError(AsyncsimError, ValueError):
+    """Any other bad user input: a flag value, a pmf spec, a dataset file..."""

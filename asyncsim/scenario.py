@@ -1,0 +1,443 @@
+"""Scenario files: the cluster, the network, the policy and when to stop.
+
+A scenario is YAML read with ``yaml.safe_load`` and validated by frozen
+pydantic models (``extra="forbid"``; discriminated unions on ``dist``,
+``kind`` and ``topology``), so a typo or a misplaced parameter is an error
+naming the field. Every problem becomes a :class:`~asyncsim.errors.ScenarioError`
+reading ``<file>: <field.path>: <what is wrong>``.
+
+Core schema (see DESIGN.md)::
+
+    name: homogeneous-8
+    seed: 1
+    workers:
+      - count: 8
+        compute: {dist: exponential, mean: 0.4}
+    network: {topology: star, bandwidth_gbps: 10, latency: {dist: constant, value: 0.0005}}
+    model: {parameters: 25_000_000, bytes_per_parameter: 4}
+    server: {apply: {dist: constant, value: 0.001}}
+    policy: {kind: async}
+    stop: {updates: 100000}
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .distributions import Constant, DistributionSpec
+from .errors import ScenarioError
+
+__all__ = ["Scenario", "load_scenario", "scenario_json_schema", "POLICY_KINDS"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# ------------------------------------------------------------------- workers
+class WorkerGroup(_Model):
+    """A group of identical workers."""
+
+    name: Optional[str] = Field(default=None, description="Label for reports (default: group<i>).")
+    count: int = Field(ge=1, description="Number of workers in the group.")
+    compute: DistributionSpec = Field(description="Seconds to compute one minibatch gradient.")
+    bandwidth_gbps: Optional[float] = Field(
+        default=None, gt=0, description="NIC bandwidth of these workers (default: network.bandwidth_gbps).")
+    placement: Optional[Union[str, int, list[Union[str, int]]]] = Field(
+        default=None,
+        description="Where the workers sit: a rack index (two_tier) or node name (custom); one value for "
+        "the whole group or one per worker. Default: two_tier fills racks in order; custom requires it.",
+    )
+
+
+# ------------------------------------------------------------------- network
+class _NetworkBase(_Model):
+    bandwidth_gbps: float = Field(gt=0, description="Bandwidth of each link, Gbit/s (per direction).")
+    latency: DistributionSpec = Field(
+        default_factory=lambda: Constant(value=0.0),
+        description="Propagation latency of each link hop, seconds (sampled per hop per transfer).")
+    server_bandwidth_gbps: Optional[float] = Field(
+        default=None, gt=0, description="Bandwidth of the server's link (default: bandwidth_gbps).")
+
+
+class StarNetwork(_NetworkBase):
+    """One switch; every worker and the server hang off it by their own full-duplex link."""
+
+    topology: Literal["star"] = "star"
+
+
+class TwoTierNetwork(_NetworkBase):
+    """Racks of workers behind top-of-rack switches whose uplinks to the core are oversubscribed.
+
+    The server hangs off the core switch."""
+
+    topology: Literal["two_tier"] = "two_tier"
+    racks: int = Field(ge=1, description="Number of racks.")
+    oversubscription: float = Field(
+        default=1.0, ge=1.0,
+        description="Rack uplink bandwidth = (workers in rack × NIC bandwidth) / oversubscription.")
+    uplink_gbps: Optional[float] = Field(default=None, gt=0, description="Explicit rack uplink bandwidth.")
+
+
+class Edge(_Model):
+    """One full-duplex link of a custom topology."""
+
+    u: str
+    v: str
+    bandwidth_gbps: float = Field(gt=0)
+    latency: Optional[DistributionSpec] = Field(default=None, description="Default: network.latency.")
+
+
+class CustomNetwork(_Model):
+    """An explicit edge list; workers are placed on nodes with ``placement``."""
+
+    topology: Literal["custom"] = "custom"
+    edges: tuple[Edge, ...] = Field(min_length=1)
+    server: str = Field(description="Node the parameter server sits on.")
+    latency: DistributionSpec = Field(default_factory=lambda: Constant(value=0.0))
+    bandwidth_gbps: Optional[float] = Field(default=None, gt=0, description="Unused; for plan sweeps.")
+
+
+NetworkSpec = Annotated[Union[StarNetwork, TwoTierNetwork, CustomNetwork], Field(discriminator="topology")]
+
+
+class ModelSize(_Model):
+    parameters: int = Field(gt=0, description="Number of model parameters.")
+    bytes_per_parameter: float = Field(default=4.0, gt=0, description="Bytes per parameter on the wire.")
+
+    @property
+    def bytes(self) -> float:
+        return self.parameters * self.bytes_per_parameter
+
+
+class Server(_Model):
+    apply: DistributionSpec = Field(
+        default_factory=lambda: Constant(value=0.0), description="Seconds to apply one update.")
+
+
+# ------------------------------------------------------------------ policies
+class AsyncPolicy(_Model):
+    """A-SGD: apply each gradient on arrival; the worker then pulls and continues."""
+
+    kind: Literal["async"] = "async"
+
+
+class SyncPolicy(_Model):
+    """S-SGD: wait for all N gradients, apply their mean."""
+
+    kind: Literal["sync"] = "sync"
+    timeout: Optional[float] = Field(
+        default=None, gt=0, description="Proceed with the gradients at hand after this many seconds (faults).")
+
+
+class BackupPolicy(_Model):
+    """Backup workers: wait for the first K of N, drop the rest, everyone restarts from the new version."""
+
+    kind: Literal["backup"] = "backup"
+    aggregate: int = Field(ge=1, description="K: gradients averaged per update.")
+
+
+class KAsyncPolicy(_Model):
+    """K-async: apply after any K gradients; each worker restarts as soon as it pushed."""
+
+    kind: Literal["k_async"] = "k_async"
+    k: int = Field(ge=1, description="K: gradients averaged per update.")
+
+
+class SSPPolicy(_Model):
+    """Stale-synchronous parallel: a worker may run at most ``bound`` clocks ahead of the slowest."""
+
+    kind: Literal["ssp"] = "ssp"
+    bound: int = Field(ge=0, description="s: the staleness bound in clocks.")
+
+
+class RoundRobinPolicy(_Model):
+    """The server takes pushes in fixed worker order: τ = N−1 exactly (the seed paper's model)."""
+
+    kind: Literal["round_robin"] = "round_robin"
+
+
+PolicySpec = Annotated[
+    Union[AsyncPolicy, SyncPolicy, BackupPolicy, KAsyncPolicy, SSPPolicy, RoundRobinPolicy],
+    Field(discriminator="kind"),
+]
+POLICY_KINDS = ("async", "sync", "backup", "k_async", "ssp", "round_robin")
+
+
+class Stop(_Model):
+    updates: Optional[int] = Field(default=None, ge=1, description="Stop after this many server updates.")
+    time: Optional[float] = Field(default=None, gt=0, description="Stop at this simulated time, seconds.")
+
+    @model_validator(mode="after")
+    def _one(self):
+        if self.updates is None and self.time is None:
+            raise ValueError("give 'updates' or 'time'")
+        return self
+
+
+# ------------------------------------------------------------------ scenario
+class Scenario(_Model):
+    """A validated, immutable scenario."""
+
+    name: str = Field(default="scenario", description="Scenario name (default: the file's stem).")
+    description: Optional[str] = Field(default=None, description="Free text.")
+    seed: int = Field(default=0, ge=0, description="Seed of the run's SeedSequence.")
+    workers: tuple[WorkerGroup, ...] = Field(min_length=1, description="One or more worker groups.")
+    network: Optional[NetworkSpec] = Field(default=None, description="Absent: transfers are instantaneous.")
+    model: Optional[ModelSize] = Field(default=None, description="Transfer sizes (default: 0 bytes).")
+    server: Server = Field(default_factory=Server)
+    policy: PolicySpec = Field(default_factory=AsyncPolicy)
+    stop: Stop = Field(default_factory=lambda: Stop(updates=10_000))
+    cost_per_worker_hour: Optional[float] = Field(
+        default=None, ge=0, description="Price of one worker for one hour (turns time into money in plans).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any):
+        if isinstance(data, dict) and isinstance(data.get("network"), dict) and "topology" not in data["network"]:
+            data = {**data, "network": {"topology": "star", **data["network"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        n = self.n_workers
+        pol = self.policy
+        if isinstance(pol, BackupPolicy) and pol.aggregate > n:
+            raise _FieldError("policy.aggregate", f"K = {pol.aggregate} exceeds the number of workers ({n})")
+        if isinstance(pol, KAsyncPolicy) and pol.k > n:
+            raise _FieldError("policy.k", f"K = {pol.k} exceeds the number of workers ({n})")
+        net = self.network
+        for gi, g in enumerate(self.workers):
+            pl = g.placement
+            if isinstance(pl, list) and len(pl) != g.count:
+                raise _FieldError(f"workers.{gi}.placement",
+                                  f"has {len(pl)} entries but the group has {g.count} workers")
+            if pl is not None and net is None:
+                raise _FieldError(f"workers.{gi}.placement", "needs a network")
+            if isinstance(net, TwoTierNetwork) and pl is not None:
+                for v in pl if isinstance(pl, list) else [pl]:
+                    if not isinstance(v, int) or not 0 <= v < net.racks:
+                        raise _FieldError(f"workers.{gi}.placement",
+                                          f"must be rack indices in 0..{net.racks - 1}, got {v!r}")
+            if isinstance(net, CustomNetwork):
+                nodes = {e.u for e in net.edges} | {e.v for e in net.edges}
+                if pl is None:
+                    raise _FieldError(f"workers.{gi}.placement", "is required with a custom topology")
+                for v in pl if isinstance(pl, list) else [pl]:
+                    if str(v) not in nodes:
+                        raise _FieldError(f"workers.{gi}.placement", f"node {v!r} is not in network.edges")
+        if isinstance(net, CustomNetwork):
+            nodes = {e.u for e in net.edges} | {e.v for e in net.edges}
+            if net.server not in nodes:
+                raise _FieldError("network.server", f"node {net.server!r} is not in network.edges")
+        return self
+
+    # ------------------------------------------------------------- helpers
+    @property
+    def n_workers(self) -> int:
+        return sum(g.count for g in self.workers)
+
+    def worker_groups(self) -> list[int]:
+        """Group index of every worker (global worker index -> group)."""
+        return [gi for gi, g in enumerate(self.workers) for _ in range(g.count)]
+
+    def compute_dists(self) -> list:
+        """Compute-time distribution of every worker, by global index."""
+        return [g.compute for g in self.workers for _ in range(g.count)]
+
+    @property
+    def model_bytes(self) -> float:
+        return self.model.bytes if self.model is not None else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved scenario as plain JSON-able data (file paths' values inlined)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def with_overrides(self, overrides: dict[str, Any], *, source: str | None = None) -> "Scenario":
+        """A new scenario with dotted-path values replaced, e.g. ``{"workers.0.count": 16}``.
+
+        Setting ``policy.kind`` replaces the policy (its other keys are dropped
+        unless also given). Raises :class:`ScenarioError` naming the path.
+        """
+        data = self.to_dict()
+        for key, value in overrides.items():
+            set_dotted(data, key, value, source=source)
+        return validate_scenario(data, source=source)
+
+
+class _FieldError(ValueError):
+    """A cross-field check failure with its own field path."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
+
+
+def set_dotted(data: dict, key: str, value: Any, *, source: str | None = None) -> None:
+    """Set ``data[a][b][0][c] = value`` for ``key = "a.b.0.c"`` (ScenarioError on a bad path)."""
+    parts = key.split(".")
+    if not key or any(p == "" for p in parts):
+        raise ScenarioError(f"bad key path {key!r}", file=source, field=key)
+    if parts[0] == "policy" and parts[1:] == ["kind"]:
+        data["policy"] = {"kind": value}
+        return
+    node: Any = data
+    for i, p in enumerate(parts[:-1]):
+        here = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not p.isdigit() or int(p) >= len(node):
+                raise ScenarioError(f"no list index {p!r} (the list has {len(node)} entries)", file=source,
+                                    field=here)
+            node = node[int(p)]
+        elif isinstance(node, dict):
+            if p not in node:
+                if p in Scenario.model_fields or i > 0:
+                    node[p] = {}
+                else:
+                    raise ScenarioError("no such key in the scenario", file=source, field=here)
+            node = node[p]
+        else:
+            raise ScenarioError("is not a mapping or list", file=source, field=".".join(parts[:i]))
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ScenarioError(f"no list index {last!r}", file=source, field=key)
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ScenarioError("is not a mapping or list", file=source, field=".".join(parts[:-1]))
+
+
+# ---------------------------------------------------------------- loading
+_TAGS = {
+    "constant", "exponential", "shifted_exponential", "lognormal", "gamma", "uniform", "normal", "weibull",
+    "pareto", "empirical", "mixture", "star", "two_tier", "custom", *POLICY_KINDS,
+}
+
+
+def _field_path(loc: tuple) -> str:
+    out = []
+    for i, part in enumerate(loc):
+        # discriminated unions add the tag to the location: workers.0.compute.exponential.mean
+        if isinstance(part, str) and part in _TAGS and i > 0:
+            continue
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        out.append(str(part))
+    return ".".join(out)
+
+
+def _from_validation_error(exc: ValidationError, source: str | None) -> ScenarioError:
+    errs = exc.errors(include_url=False)
+    # A failed item also makes its tuple "too short": that follow-on error is noise.
+    locs = [tuple(e.get("loc", ())) for e in errs]
+    errs = [e for e, loc in zip(errs, locs)
+            if not (e.get("type") == "too_short" and any(o[: len(loc)] == loc and o != loc for o in locs))] or errs
+    # A typo'd key ("cuont") also makes the real key "missing": report the typo first.
+    errs.sort(key=lambda e: e.get("type") != "extra_forbidden")
+    first = errs[0]
+    field = _field_path(tuple(first.get("loc", ())))
+    msg = first.get("msg", "invalid")
+    ctx_err = (first.get("ctx") or {}).get("error")
+    if isinstance(ctx_err, _FieldError):
+        field, msg = ctx_err.field, str(ctx_err)
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if first.get("type") == "extra_forbidden":
+        msg = "unknown key (not allowed here)"
+    elif first.get("type") == "union_tag_invalid":
+        tag = (first.get("ctx") or {}).get("tag")
+        expected = (first.get("ctx") or {}).get("expected_tags")
+        msg = f"unknown value {tag!r} (expected one of: {expected})"
+    elif first.get("type") == "union_tag_not_found":
+        msg = f"missing {(first.get('ctx') or {}).get('discriminator', 'tag')} key"
+    if len(errs) > 1:
+        msg += f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})"
+    return ScenarioError(msg, file=source, field=field or None)
+
+
+def validate_scenario(data: Any, *, source: str | None = None, base_dir: str | Path | None = None) -> Scenario:
+    """Validate a mapping into a :class:`Scenario` (raises :class:`ScenarioError`)."""
+    if data is None:
+        raise ScenarioError("the file is empty", file=source)
+    if not isinstance(data, dict):
+        raise ScenarioError(f"the top level must be a mapping, got {type(data).__name__}", file=source)
+    try:
+        return Scenario.model_validate(copy.deepcopy(data), context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise _from_validation_error(exc, source) from None
+    except RecursionError:
+        raise ScenarioError("structure nested too deeply", file=source) from None
+
+
+def load_scenario(source: str | Path | dict | Scenario, *, seed: int | None = None) -> Scenario:
+    """Load a scenario from a path, a YAML string or a mapping, and validate it.
+
+    Relative file paths inside the scenario (e.g. ``empirical`` ``path``) are
+    resolved against the scenario file's folder. ``seed`` overrides the file's.
+    """
+    if isinstance(source, Scenario):
+        sc = source
+    elif isinstance(source, dict):
+        sc = validate_scenario(source, source="<scenario>")
+    else:
+        text, name, base = _read_source(source)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ScenarioError(f"YAML syntax error: {where}{problem}", file=name) from None
+        if isinstance(data, dict) and "name" not in data and base is not None:
+            data = {"name": Path(name).stem, **data}
+        sc = validate_scenario(data, source=name, base_dir=base)
+    if seed is not None:
+        if seed < 0:
+            raise ScenarioError(f"seed must be >= 0, got {seed}", field="seed")
+        sc = sc.model_copy(update={"seed": int(seed)})
+    return sc
+
+
+def _read_source(source: str | Path) -> tuple[str, str, Path | None]:
+    if isinstance(source, str) and ("\n" in source or source.lstrip().startswith("{")):
+        return source, "<string>", None
+    path = Path(source)
+    name = str(source)
+    if not path.exists():
+        raise ScenarioError("no such file", file=name)
+    if not path.is_file():
+        raise ScenarioError("not a regular file", file=name)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ScenarioError(f"cannot read ({exc.strerror})", file=name) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ScenarioError("not a UTF-8 text file", file=name) from None
+    if not text.strip():
+        raise ScenarioError("the file is empty", file=name)
+    return text, name, path.resolve().parent
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    """JSON Schema of scenario files (for editor completion)."""
+    schema = Scenario.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "asyncsim scenario"
+    return schema
+
+
+def dumps_schema() -> str:
+    return json.dumps(scenario_json_schema(), indent=2)

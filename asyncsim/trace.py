@@ -1,0 +1,456 @@
+"""The staleness trace: one row per computed gradient, in columnar numpy arrays.
+
+Columns (see DESIGN.md):
+
+========== ======= ==========================================================
+step        int64  server update that applied the gradient (-1 if dropped)
+worker      int32  worker id (global index over all worker groups)
+read_version int64 version the gradient was computed on
+staleness   int64  step - read_version (-1 if dropped)
+t_read    float64  time the parameters were received by the worker
+t_done    float64  time the gradient finished computing (for a gradient
+                   abandoned by a backup-worker policy: the abandonment time)
+t_applied float64  time the server applied it (NaN if dropped)
+========== ======= ==========================================================
+
+Rows are in the order the server disposed of them (applied or dropped), so the
+applied rows have non-decreasing ``step`` and ``t_applied``; the rows of one
+update are contiguous among the applied rows.
+
+Files: Parquet (default), ``.npz`` or ``.csv``; every format carries the
+metadata (resolved scenario, seed, asyncsim version, number of workers,
+simulated time) and loading validates columns, dtypes and invariants, raising
+:class:`~asyncsim.errors.TraceError` with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import TraceError
+from ._io import atomic_path
+
+COLUMNS: dict[str, np.dtype] = {
+    "step": np.dtype(np.int64),
+    "worker": np.dtype(np.int32),
+    "read_version": np.dtype(np.int64),
+    "staleness": np.dtype(np.int64),
+    "t_read": np.dtype(np.float64),
+    "t_done": np.dtype(np.float64),
+    "t_applied": np.dtype(np.float64),
+}
+FORMAT_NAME = "asyncsim-trace"
+FORMAT_VERSION = 1
+_META_KEY = b"asyncsim"
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+class TraceRecorder:
+    """Preallocated, growable numpy columns that engines append rows to.
+
+    ``append`` is the per-row call; capacity doubles when full (amortised O(1)).
+    """
+
+    __slots__ = ("_cols", "n", "cap")
+
+    def __init__(self, capacity: int = 1024):
+        self.cap = max(16, int(capacity))
+        self._cols = {k: np.empty(self.cap, dtype=dt) for k, dt in COLUMNS.items()}
+        self.n = 0
+
+    def _grow(self) -> None:
+        self.cap *= 2
+        for k, arr in self._cols.items():
+            new = np.empty(self.cap, dtype=arr.dtype)
+            new[: self.n] = arr[: self.n]
+            self._cols[k] = new
+
+    def append(self, step: int, worker: int, read_version: int, t_read: float, t_done: float,
+               t_applied: float) -> None:
+        if self.n == self.cap:
+            self._grow()
+        i = self.n
+        c = self._cols
+        c["step"][i] = step
+        c["worker"][i] = worker
+        c["read_version"][i] = read_version
+        c["staleness"][i] = step - read_version if step >= 0 else -1
+        c["t_read"][i] = t_read
+        c["t_done"][i] = t_done
+        c["t_applied"][i] = t_applied
+        self.n = i + 1
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {k: arr[: self.n].copy() for k, arr in self._cols.items()}
+
+
+@dataclass
+class Trace:
+    """A staleness trace plus the metadata needed to reproduce it.
+
+    Build one with :meth:`from_columns` (validated) or load one with
+    :meth:`load`. Column arrays are exposed as attributes (``trace.step``...).
+    """
+
+    columns: dict[str, np.ndarray]
+    n_workers: int
+    sim_time: float
+    n_updates: int
+    seed: int | None = None
+    scenario: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_columns(
+        cls,
+        columns: dict[str, Any],
+        *,
+        n_workers: int | None = None,
+        sim_time: float | None = None,
+        n_updates: int | None = None,
+        seed: int | None = None,
+        scenario: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        source: str | None = None,
+    ) -> "Trace":
+        """Validate and wrap column arrays. Missing ``step``/``staleness`` may be derived:
+        give ``step`` (and ``read_version``) and ``staleness`` is computed, or vice versa."""
+        cols = _coerce_columns(dict(columns), source)
+        n = len(cols["step"])
+        if n_workers is None:
+            n_workers = int(cols["worker"].max()) + 1 if n else 0
+        applied = cols["step"] >= 0
+        if n_updates is None:
+            n_updates = int(cols["step"][applied].max()) + 1 if applied.any() else 0
+        if sim_time is None:
+            finite = np.concatenate([cols["t_applied"][applied], cols["t_done"]])
+            sim_time = float(finite.max()) if finite.size else 0.0
+        tr = cls(
+            columns=cols,
+            n_workers=int(n_workers),
+            sim_time=float(sim_time),
+            n_updates=int(n_updates),
+            seed=seed,
+            scenario=scenario,
+            meta=dict(meta or {}),
+        )
+        tr.validate(source)
+        return tr
+
+    def validate(self, source: str | None = None) -> None:
+        """Check the trace invariants; raise :class:`TraceError` naming ``source``."""
+
+        def bad(msg: str) -> TraceError:
+            return TraceError(msg, file=source)
+
+        c = self.columns
+        step, rv, st = c["step"], c["read_version"], c["staleness"]
+        n = len(step)
+        if self.n_workers < 0 or self.n_updates < 0:
+            raise bad("n_workers and n_updates must be >= 0")
+        if not math.isfinite(self.sim_time) or self.sim_time < 0:
+            raise bad(f"sim_time must be a finite number >= 0, got {self.sim_time}")
+        if n == 0:
+            return
+        dropped = step == -1
+        applied = step >= 0
+        if not np.all(dropped | applied):
+            i = int(np.flatnonzero(~(dropped | applied))[0])
+            raise bad(f"row {i}: step must be >= 0 or -1 (dropped), got {int(step[i])}")
+        w = c["worker"]
+        if w.min() < 0 or w.max() >= max(self.n_workers, 1):
+            raise bad(f"worker ids must lie in [0, {self.n_workers}), got {int(w.min())}..{int(w.max())}")
+        if rv.min() < 0:
+            raise bad(f"row {int(np.argmin(rv))}: read_version must be >= 0")
+        expect = np.where(applied, step - rv, -1)
+        if not np.array_equal(expect, st):
+            i = int(np.flatnonzero(expect != st)[0])
+            raise bad(f"row {i}: staleness {int(st[i])} != step - read_version ({int(expect[i])})")
+        if np.any(st[applied] < 0):
+            i = int(np.flatnonzero(applied & (st < 0))[0])
+            raise bad(f"row {i}: read_version {int(rv[i])} is newer than step {int(step[i])}")
+        if applied.any() and int(step[applied].max()) >= self.n_updates:
+            raise bad(f"step {int(step[applied].max())} >= n_updates {self.n_updates}")
+        t_read, t_done, t_app = c["t_read"], c["t_done"], c["t_applied"]
+        if not (np.all(np.isfinite(t_read)) and np.all(np.isfinite(t_done))):
+            raise bad("t_read and t_done must be finite")
+        if np.any(t_done < t_read):
+            i = int(np.flatnonzero(t_done < t_read)[0])
+            raise bad(f"row {i}: t_done < t_read")
+        if not np.all(np.isnan(t_app[dropped])):
+            raise bad("dropped rows (step = -1) must have t_applied = NaN")
+        ta = t_app[applied]
+        if not np.all(np.isfinite(ta)):
+            raise bad("applied rows must have a finite t_applied")
+        if np.any(ta < t_done[applied]):
+            i = int(np.flatnonzero(applied)[np.flatnonzero(ta < t_done[applied])[0]])
+            raise bad(f"row {i}: t_applied < t_done")
+        if np.any(np.diff(ta) < 0):
+            raise bad("applied times must be non-decreasing in row order")
+        if np.any(np.diff(step[applied]) < 0):
+            raise bad("steps of applied rows must be non-decreasing in row order")
+
+    # -------------------------------------------------------------- accessors
+    def __len__(self) -> int:
+        return len(self.columns["step"])
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        cols = self.__dict__.get("columns")
+        if cols is not None and name in cols:
+            return cols[name]
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        return (f"Trace(rows={len(self)}, updates={self.n_updates}, workers={self.n_workers}, "
+                f"sim_time={self.sim_time:.6g}, seed={self.seed})")
+
+    @property
+    def applied(self) -> np.ndarray:
+        """Boolean mask of applied rows."""
+        return self.columns["step"] >= 0
+
+    def step_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR index of applied rows by step: ``rows[ptr[t]:ptr[t+1]]`` are step ``t``'s rows."""
+        step = self.columns["step"]
+        rows = np.flatnonzero(step >= 0)
+        counts = np.bincount(step[rows], minlength=self.n_updates)
+        ptr = np.zeros(self.n_updates + 1, dtype=np.int64)
+        np.cumsum(counts, out=ptr[1:])
+        return rows, ptr
+
+    def row_weights(self) -> np.ndarray:
+        """Weight of each row in its update: 1/K for an update averaging K gradients, 0 if dropped."""
+        step = self.columns["step"]
+        applied = step >= 0
+        w = np.zeros(len(step), dtype=np.float64)
+        if applied.any():
+            counts = np.bincount(step[applied], minlength=self.n_updates)
+            w[applied] = 1.0 / counts[step[applied]]
+        return w
+
+    def delay_pmf(self, weighting: str = "update") -> np.ndarray:
+        """Probabilities of staleness τ = 0, 1, ..., max; sums to 1.
+
+        ``weighting="update"`` (default) gives each update total weight 1 split
+        evenly among the gradients it averages (the pmf P(z) = E Σ_j w_j z^-τ_j
+        of the linearised dynamics); ``"row"`` counts applied gradients equally.
+        """
+        st = self.columns["staleness"]
+        applied = self.columns["step"] >= 0
+        if not applied.any():
+            return np.ones(1)
+        if weighting == "update":
+            w = self.row_weights()[applied]
+        elif weighting == "row":
+            w = np.ones(int(applied.sum()))
+        else:
+            raise ValueError(f"weighting must be 'update' or 'row', got {weighting!r}")
+        pmf = np.bincount(st[applied], weights=w)
+        return pmf / pmf.sum()
+
+    def worker_utilisation(self) -> np.ndarray:
+        """Fraction of the simulated time each worker spent computing gradients."""
+        c = self.columns
+        busy = np.bincount(c["worker"], weights=c["t_done"] - c["t_read"], minlength=self.n_workers)
+        return busy / self.sim_time if self.sim_time > 0 else np.zeros(self.n_workers)
+
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers (JSON-serialisable): the keys of ``asyncsim simulate --json``."""
+        c = self.columns
+        applied = c["step"] >= 0
+        st = c["staleness"][applied]
+        n_rows = len(self)
+        n_app = int(applied.sum())
+        lost = int(self.meta.get("lost", 0))
+        util = self.worker_utilisation()
+
+        def pct(q: float) -> float | None:
+            return float(np.percentile(st, q, method="inverted_cdf")) if st.size else None
+
+        rate = self.n_updates / self.sim_time if self.sim_time > 0 else float("nan")
+        return {
+            "updates": int(self.n_updates),
+            "gradients": n_rows,
+            "applied": n_app,
+            "dropped": n_rows - n_app,
+            "lost": lost,
+            "workers": int(self.n_workers),
+            "sim_time": float(self.sim_time),
+            "update_rate": float(rate),
+            "gradient_rate": float(n_rows / self.sim_time) if self.sim_time > 0 else float("nan"),
+            "time_per_update": float(self.sim_time / self.n_updates) if self.n_updates else float("nan"),
+            "staleness_mean": float(st.mean()) if st.size else None,
+            "staleness_p50": pct(50),
+            "staleness_p99": pct(99),
+            "staleness_max": int(st.max()) if st.size else None,
+            "staleness_pmf": [float(p) for p in self.delay_pmf()],
+            "utilisation_mean": float(util.mean()) if util.size else None,
+            "utilisation_min": float(util.min()) if util.size else None,
+            "seed": self.seed,
+        }
+
+    # --------------------------------------------------------------------- io
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "asyncsim_version": self.meta.get("asyncsim_version", _version()),
+            "seed": self.seed,
+            "n_workers": self.n_workers,
+            "n_updates": self.n_updates,
+            "sim_time": self.sim_time,
+            "scenario": self.scenario,
+            "meta": {k: v for k, v in self.meta.items() if k != "asyncsim_version"},
+        }
+
+    def save(self, path: str | Path, format: str | None = None) -> Path:
+        """Write atomically as Parquet (default), ``.npz`` or ``.csv`` (chosen by suffix)."""
+        path = Path(path)
+        fmt = format or _format_of(path)
+        meta_json = json.dumps(self.metadata(), sort_keys=True, separators=(",", ":"))
+        with atomic_path(path) as tmp:
+            if fmt == "parquet":
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                table = pa.table({k: pa.array(v) for k, v in self.columns.items()})
+                table = table.replace_schema_metadata({_META_KEY: meta_json.encode()})
+                pq.write_table(table, tmp, compression="zstd")
+            elif fmt == "npz":
+                with open(tmp, "wb") as fh:
+                    np.savez_compressed(fh, __meta__=np.array(meta_json), **self.columns)
+            elif fmt == "csv":
+                buf = io.StringIO()
+                buf.write(f"# {FORMAT_NAME}: {meta_json}\n")
+                buf.write(",".join(COLUMNS) + "\n")
+                cols = [self.columns[k] for k in COLUMNS]
+                for row in zip(*(c.tolist() for c in cols)):
+                    buf.write(",".join(repr(v) for v in row) + "\n")
+                tmp.write_text(buf.getvalue())
+            else:  # pragma: no cover - _format_of guards
+                raise TraceError(f"unknown trace format {fmt!r}", file=path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Trace":
+        """Load and validate a trace; any problem raises :class:`TraceError` naming the file."""
+        path = Path(path)
+        src = str(path)
+        if not path.is_file():
+            raise TraceError("no such file" if not path.exists() else "not a regular file", file=src)
+        fmt = _format_of(path)
+        try:
+            if fmt == "parquet":
+                cols, meta = _read_parquet(path)
+            elif fmt == "npz":
+                cols, meta = _read_npz(path)
+            else:
+                cols, meta = _read_csv(path)
+        except TraceError:
+            raise
+        except Exception as exc:  # corrupt or foreign file: one clear line
+            raise TraceError(f"cannot read as a {fmt} trace ({type(exc).__name__}: {exc})".splitlines()[0],
+                             file=src) from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+            raise TraceError(f"not an asyncsim trace (no '{FORMAT_NAME}' metadata)", file=src)
+        try:
+            return cls.from_columns(
+                cols,
+                n_workers=int(meta["n_workers"]),
+                sim_time=float(meta["sim_time"]),
+                n_updates=int(meta["n_updates"]),
+                seed=meta.get("seed"),
+                scenario=meta.get("scenario"),
+                meta={**(meta.get("meta") or {}), "asyncsim_version": meta.get("asyncsim_version")},
+                source=src,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, TraceError):
+                raise
+            raise TraceError(f"bad trace metadata ({exc})", file=src) from None
+
+
+def _format_of(path: Path) -> str:
+    suf = path.suffix.lower()
+    if suf in (".parquet", ".pq", ""):
+        return "parquet"
+    if suf == ".npz":
+        return "npz"
+    if suf == ".csv":
+        return "csv"
+    raise TraceError(f"unknown trace format {suf!r} (use .parquet, .npz or .csv)", file=path)
+
+
+def _coerce_columns(cols: dict[str, Any], source: str | None) -> dict[str, np.ndarray]:
+    if "staleness" not in cols and "step" in cols and "read_version" in cols:
+        step = np.asarray(cols["step"])
+        cols["staleness"] = np.where(step >= 0, step - np.asarray(cols["read_version"]), -1)
+    if "t_applied" not in cols and "step" in cols and "t_done" in cols:
+        cols["t_applied"] = np.where(np.asarray(cols["step"]) >= 0, np.asarray(cols["t_done"], float), np.nan)
+    missing = [k for k in COLUMNS if k not in cols]
+    if missing:
+        raise TraceError(f"missing column(s): {', '.join(missing)}", file=source)
+    out: dict[str, np.ndarray] = {}
+    n = None
+    for k, dt in COLUMNS.items():
+        arr = np.asarray(cols[k])
+        if arr.ndim != 1:
+            raise TraceError(f"column {k!r} must be one-dimensional", file=source)
+        if n is None:
+            n = len(arr)
+        elif len(arr) != n:
+            raise TraceError(f"column {k!r} has {len(arr)} rows, expected {n}", file=source)
+        if dt.kind == "i":
+            if arr.size and arr.dtype.kind == "f":
+                if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+                    raise TraceError(f"column {k!r} must hold integers", file=source)
+            elif arr.size and arr.dtype.kind not in "iub":
+                raise TraceError(f"column {k!r} must hold integers, got {arr.dtype}", file=source)
+        elif arr.size and arr.dtype.kind not in "fiu":
+            raise TraceError(f"column {k!r} must hold numbers, got {arr.dtype}", file=source)
+        out[k] = np.ascontiguousarray(arr.astype(dt, copy=False))
+    return out
+
+
+def _read_parquet(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(_META_KEY)
+    meta = json.loads(raw) if raw else {}
+    cols = {name: table.column(name).to_numpy() for name in table.column_names}
+    return cols, meta
+
+
+def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["__meta__"])) if "__meta__" in z.files else {}
+        cols = {k: z[k] for k in z.files if k != "__meta__"}
+    return cols, meta
+
+
+def _read_csv(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    with open(path, encoding="utf-8") as fh:
+        first = fh.readline()
+        prefix = f"# {FORMAT_NAME}: "
+        meta = json.loads(first[len(prefix):]) if first.startswith(prefix) else {}
+        header = fh.readline().strip().split(",")
+        data = np.loadtxt(fh, delimiter=",", ndmin=2, dtype=np.float64)
+    if data.size == 0:
+        data = np.empty((0, len(header)))
+    if data.shape[1] != len(header):
+        raise TraceError(f"csv has {data.shape[1]} fields per row but {len(header)} names", file=path)
+    return {name: data[:, i] for i, name in enumerate(header)}, meta

@@ -306,7 +306,8 @@ class Empirical(Distribution):
 
     Give ``values`` inline, or ``path`` to a file with one number per line or a
     CSV file with ``column`` (name or 0-based index). A relative ``path`` is
-    resolved against the scenario file's folder.
+    resolved against the scenario file's folder. Given both, ``values`` win
+    (resolved scenarios inline the file's values and keep ``path`` as provenance).
     """
 
     dist: Literal["empirical"] = "empirical"
@@ -320,8 +321,9 @@ class Empirical(Distribution):
         if not isinstance(data, dict):
             return data
         has_v, has_p = data.get("values") is not None, data.get("path") is not None
-        if has_v == has_p:
-            raise ValueError("give exactly one of 'values' or 'path'")
+        if not (has_v or has_p):
+            raise ValueError("give 'values' or 'path'")
+        # With both (a resolved scenario keeps the path as provenance), the values win.
         if has_p and not has_v:
             base = (info.context or {}).get("base_dir") if info.context else None
             p = Path(str(data["path"]))

@@ -395,6 +395,10 @@ def _format_of(path: Path) -> str:
 
 
 def _coerce_columns(cols: dict[str, Any], source: str | None) -> dict[str, np.ndarray]:
+    lengths = {k: len(np.atleast_1d(np.asarray(v))) for k, v in cols.items() if k in COLUMNS}
+    if len(set(lengths.values())) > 1:
+        desc = ", ".join(f"{k}: {n}" for k, n in lengths.items())
+        raise TraceError(f"columns have different numbers of rows ({desc})", file=source)
     if "staleness" not in cols and "step" in cols and "read_version" in cols:
         step = np.asarray(cols["step"])
         cols["staleness"] = np.where(step >= 0, step - np.asarray(cols["read_version"]), -1)

@@ -191,9 +191,9 @@ class Scenario(_Model):
     workers: tuple[WorkerGroup, ...] = Field(min_length=1, description="One or more worker groups.")
     network: Optional[NetworkSpec] = Field(default=None, description="Absent: transfers are instantaneous.")
     model: Optional[ModelSize] = Field(default=None, description="Transfer sizes (default: 0 bytes).")
-    server: Server = Field(default_factory=Server)
-    policy: PolicySpec = Field(default_factory=AsyncPolicy)
-    stop: Stop = Field(default_factory=lambda: Stop(updates=10_000))
+    server: Server = Field(default_factory=Server, description="The parameter server (apply time).")
+    policy: PolicySpec = Field(default_factory=AsyncPolicy, description="Synchronization policy (`kind:`).")
+    stop: Stop = Field(default_factory=lambda: Stop(updates=10_000), description="When the run ends.")
     cost_per_worker_hour: Optional[float] = Field(
         default=None, ge=0, description="Price of one worker for one hour (turns time into money in plans).")
 

@@ -3,15 +3,20 @@
 Columns (see DESIGN.md):
 
 ========== ======= ==========================================================
-step        int64  server update that applied the gradient (-1 if dropped)
+step        int64  server update that applied the gradient (-1 if dropped by the
+                   policy, -2 if lost to a fault: the worker crashed first)
 worker      int32  worker id (global index over all worker groups)
 read_version int64 version the gradient was computed on
 staleness   int64  step - read_version (-1 if dropped)
 t_read    float64  time the parameters were received by the worker
 t_done    float64  time the gradient finished computing (for a gradient
                    abandoned by a backup-worker policy: the abandonment time)
-t_applied float64  time the server applied it (NaN if dropped)
+t_applied float64  time the server applied it (NaN if dropped or lost)
 ========== ======= ==========================================================
+
+A side table, ``trace.down_intervals`` (columns ``worker``, ``t_down``,
+``t_up``; ``t_up`` is NaN if the worker never came back), records when
+workers were down because of faults. It travels in the same file.
 
 Rows are in the order the server disposed of them (applied or dropped), so the
 applied rows have non-decreasing ``step`` and ``t_applied``; the rows of one
@@ -46,6 +51,10 @@ COLUMNS: dict[str, np.dtype] = {
     "t_done": np.dtype(np.float64),
     "t_applied": np.dtype(np.float64),
 }
+#: ``step`` values of rows that no update applied.
+DROPPED = -1
+LOST = -2
+DOWN_COLUMNS = ("worker", "t_down", "t_up")
 FORMAT_NAME = "asyncsim-trace"
 FORMAT_VERSION = 1
 _META_KEY = b"asyncsim"
@@ -111,6 +120,7 @@ class Trace:
     seed: int | None = None
     scenario: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    down_intervals: dict[str, np.ndarray] = field(default_factory=lambda: _empty_down())
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -124,6 +134,7 @@ class Trace:
         seed: int | None = None,
         scenario: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
+        down_intervals: dict[str, Any] | None = None,
         source: str | None = None,
     ) -> "Trace":
         """Validate and wrap column arrays. Missing ``step``/``staleness`` may be derived:
@@ -146,6 +157,7 @@ class Trace:
             seed=seed,
             scenario=scenario,
             meta=dict(meta or {}),
+            down_intervals=_coerce_down(down_intervals, source),
         )
         tr.validate(source)
         return tr
@@ -165,11 +177,11 @@ class Trace:
             raise bad(f"sim_time must be a finite number >= 0, got {self.sim_time}")
         if n == 0:
             return
-        dropped = step == -1
+        dropped = (step == DROPPED) | (step == LOST)
         applied = step >= 0
         if not np.all(dropped | applied):
             i = int(np.flatnonzero(~(dropped | applied))[0])
-            raise bad(f"row {i}: step must be >= 0 or -1 (dropped), got {int(step[i])}")
+            raise bad(f"row {i}: step must be >= 0, -1 (dropped) or -2 (lost), got {int(step[i])}")
         w = c["worker"]
         if w.min() < 0 or w.max() >= max(self.n_workers, 1):
             raise bad(f"worker ids must lie in [0, {self.n_workers}), got {int(w.min())}..{int(w.max())}")
@@ -191,7 +203,7 @@ class Trace:
             i = int(np.flatnonzero(t_done < t_read)[0])
             raise bad(f"row {i}: t_done < t_read")
         if not np.all(np.isnan(t_app[dropped])):
-            raise bad("dropped rows (step = -1) must have t_applied = NaN")
+            raise bad("dropped and lost rows (step < 0) must have t_applied = NaN")
         ta = t_app[applied]
         if not np.all(np.isfinite(ta)):
             raise bad("applied rows must have a finite t_applied")
@@ -202,6 +214,13 @@ class Trace:
             raise bad("applied times must be non-decreasing in row order")
         if np.any(np.diff(step[applied]) < 0):
             raise bad("steps of applied rows must be non-decreasing in row order")
+        d = self.down_intervals
+        if len(d["worker"]):
+            if d["worker"].min() < 0 or d["worker"].max() >= self.n_workers:
+                raise bad("down_intervals: worker ids out of range")
+            up = d["t_up"]
+            if np.any(~np.isfinite(d["t_down"])) or np.any(up[np.isfinite(up)] < d["t_down"][np.isfinite(up)]):
+                raise bad("down_intervals: t_up must be >= t_down")
 
     # -------------------------------------------------------------- accessors
     def __len__(self) -> int:
@@ -274,7 +293,7 @@ class Trace:
         st = c["staleness"][applied]
         n_rows = len(self)
         n_app = int(applied.sum())
-        lost = int(self.meta.get("lost", 0))
+        lost = int(np.count_nonzero(c["step"] == LOST))
         util = self.worker_utilisation()
 
         def pct(q: float) -> float | None:
@@ -285,7 +304,7 @@ class Trace:
             "updates": int(self.n_updates),
             "gradients": n_rows,
             "applied": n_app,
-            "dropped": n_rows - n_app,
+            "dropped": n_rows - n_app - lost,
             "lost": lost,
             "workers": int(self.n_workers),
             "sim_time": float(self.sim_time),
@@ -299,6 +318,7 @@ class Trace:
             "staleness_pmf": [float(p) for p in self.delay_pmf()],
             "utilisation_mean": float(util.mean()) if util.size else None,
             "utilisation_min": float(util.min()) if util.size else None,
+            "down_intervals": int(len(self.down_intervals["worker"])),
             "seed": self.seed,
         }
 
@@ -314,6 +334,8 @@ class Trace:
             "sim_time": self.sim_time,
             "scenario": self.scenario,
             "meta": {k: v for k, v in self.meta.items() if k != "asyncsim_version"},
+            "down_intervals": [[int(w), float(a), None if math.isnan(b) else float(b)]
+                               for w, a, b in zip(*(self.down_intervals[k].tolist() for k in DOWN_COLUMNS))],
         }
 
     def save(self, path: str | Path, format: str | None = None) -> Path:
@@ -375,12 +397,40 @@ class Trace:
                 seed=meta.get("seed"),
                 scenario=meta.get("scenario"),
                 meta={**(meta.get("meta") or {}), "asyncsim_version": meta.get("asyncsim_version")},
+                down_intervals=_down_from_rows(meta.get("down_intervals") or [], src),
                 source=src,
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, TraceError):
                 raise
             raise TraceError(f"bad trace metadata ({exc})", file=src) from None
+
+
+def _empty_down() -> dict[str, np.ndarray]:
+    return {"worker": np.empty(0, np.int32), "t_down": np.empty(0), "t_up": np.empty(0)}
+
+
+def _coerce_down(d: dict[str, Any] | None, source: str | None) -> dict[str, np.ndarray]:
+    if d is None:
+        return _empty_down()
+    try:
+        out = {"worker": np.asarray(d["worker"], dtype=np.int32).reshape(-1),
+               "t_down": np.asarray(d["t_down"], dtype=np.float64).reshape(-1),
+               "t_up": np.asarray(d["t_up"], dtype=np.float64).reshape(-1)}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TraceError(f"bad down_intervals table ({exc})", file=source) from None
+    if len({len(v) for v in out.values()}) != 1:
+        raise TraceError("down_intervals columns differ in length", file=source)
+    return out
+
+
+def _down_from_rows(rows: list, source: str | None) -> dict[str, np.ndarray]:
+    try:
+        w, a, b = zip(*rows) if rows else ((), (), ())
+        return _coerce_down({"worker": list(w), "t_down": list(a),
+                             "t_up": [np.nan if x is None else x for x in b]}, source)
+    except (TypeError, ValueError) as exc:
+        raise TraceError(f"bad down_intervals table ({exc})", file=source) from None
 
 
 def _format_of(path: Path) -> str:

@@ -130,3 +130,21 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new" and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".npz", ".csv"])
+def test_lost_rows_and_down_intervals_roundtrip(tmp_path, suffix):
+    cols = {"step": [0, -2, 1, -1], "worker": [0, 1, 0, 1], "read_version": [0, 0, 1, 1],
+            "t_read": [0.0, 0.0, 1.0, 5.0], "t_done": [1.0, 0.5, 2.0, 6.0],
+            "t_applied": [1.0, np.nan, 2.0, np.nan]}
+    down = {"worker": [1, 1], "t_down": [0.5, 7.0], "t_up": [5.0, np.nan]}
+    t = Trace.from_columns(cols, n_workers=2, down_intervals=down)
+    s = t.summary()
+    assert (s["gradients"], s["applied"], s["dropped"], s["lost"]) == (4, 2, 1, 1)
+    assert s["gradients"] == s["applied"] + s["dropped"] + s["lost"]
+    u = Trace.load(t.save(tmp_path / f"t{suffix}"))
+    assert _same(t, u)
+    for k in ("worker", "t_down", "t_up"):
+        assert np.array_equal(u.down_intervals[k], t.down_intervals[k], equal_nan=True)
+    with pytest.raises(TraceError, match="down_intervals"):
+        Trace.from_columns(cols, n_workers=2, down_intervals={"worker": [1], "t_down": [3.0], "t_up": [1.0]})

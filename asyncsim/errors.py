@@ -11,6 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _one_line(text: str) -> str:
+    """Escape line breaks and other control characters so a message stays one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
 class AsyncsimError(Exception):
     """Base class of user-facing input errors (exit code 2 on the command line)."""
 
@@ -26,7 +31,7 @@ class ScenarioError(AsyncsimError, ValueError):
         self.field = field or None
         self.reason = message
         parts = [p for p in (self.file, self.field) if p]
-        super().__init__(": ".join(parts + [message]))
+        super().__init__(_one_line(": ".join(parts + [message])))
 
 
 class TraceError(AsyncsimError, ValueError):
@@ -35,7 +40,7 @@ class TraceError(AsyncsimError, ValueError):
     def __init__(self, message: str, *, file: str | Path | None = None):
         self.file = str(file) if file is not None else None
         self.reason = message
-        super().__init__(f"{self.file}: {message}" if self.file else message)
+        super().__init__(_one_line(f"{self.file}: {message}" if self.file else message))
 
 
 class InputError(AsyncsimError, ValueError):

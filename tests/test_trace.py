@@ -148,3 +148,13 @@ def test_lost_rows_and_down_intervals_roundtrip(tmp_path, suffix):
         assert np.array_equal(u.down_intervals[k], t.down_intervals[k], equal_nan=True)
     with pytest.raises(TraceError, match="down_intervals"):
         Trace.from_columns(cols, n_workers=2, down_intervals={"worker": [1], "t_down": [3.0], "t_up": [1.0]})
+
+
+def test_saved_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    p = async_exponential(2, 10).save(tmp_path / "t.parquet")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask

@@ -73,6 +73,7 @@ def simulate(
                                        help="Trace file (.parquet, .npz, .csv). Default: <name>-seed<S>.parquet"),
     no_save: bool = typer.Option(False, "--no-save", help="Do not write a trace file."),
     engine: str = typer.Option("auto", "--engine", help="auto | simpy | heap | vector | fast"),
+    timeline: Optional[Path] = typer.Option(None, "--timeline", help="Also draw the run's timeline as a PNG."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Simulate a cluster and write its staleness trace."""
@@ -82,10 +83,15 @@ def simulate(
         if not no_save:
             path = out or default_trace_path(sc.name, sc.seed)
             trace.save(path)
+        if timeline is not None:
+            from ..plots import plot_timeline
+
+            plot_timeline(trace, timeline)
     s = trace.summary()
     s["scenario"] = sc.name
     s["policy"] = sc.policy.kind
     s["trace"] = str(path) if path else None
+    s["timeline"] = str(timeline) if timeline else None
     if json_out:
         print_json(s)
         return
@@ -97,3 +103,5 @@ def simulate(
                       + ", ".join(f"τ={int(k)}: {pmf[k]:.3f}" for k in sorted(top)))
     if path:
         console.print(f"trace written to [bold]{path}[/]")
+    if timeline:
+        console.print(f"timeline drawn in [bold]{timeline}[/]")

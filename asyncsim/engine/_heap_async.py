@@ -1,0 +1,405 @@
+"""The heapq engine's hand-written event loop for ``async`` (and ``k_async`` with K = 1).
+
+Inlined for performance: instead of resuming the policy's generator, each
+worker is a small state machine, and the loop pushes exactly the heap
+entries the generic kernel would push for :class:`asyncsim.policies.Async`'s
+process — same times, same (time, scheduling order) keys, in the same order
+— so the trace is the same to the last bit (tests/test_parity.py). The
+sequence it mirrors, per worker::
+
+    pull:     for each link (global order): request -> [grant event] ;
+              hold timeout ; release each link -> [release event] ;
+              latency timeout (if > 0)
+    compute:  timeout
+    push:     as pull
+    server:   take it if free, else wait for the hand-over event ;
+              apply timeout (if > 0) ; record ; hand over or go idle
+
+Heap entries are ``(time, key, code)``: ``code >= 0`` resumes worker ``code``
+at its current phase; ``code < 0`` is link ``-code-1``'s release event, whose
+processing grants the head of that link's queue (``simpy.Resource`` rules).
+
+Two shortcuts leave the order of events unchanged: a release event is not
+pushed when nobody waits for the link (processing it would do nothing), and
+the entry a step schedules last skips the heap when nothing else is due at or
+before its time (it would be popped next anyway).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from heapq import heappop, heappush
+
+import numpy as np
+
+from ._model import Model, async_columns
+
+__all__ = ["run_async_loop"]
+
+# worker phases (what the worker is waiting for)
+_REQ, _HOLD, _LAT, _COMP, _SRV, _APPLY = range(6)
+
+
+class _NoKernel:
+    """Just enough of a kernel for :class:`Model` to build samplers and routes."""
+
+    env = None
+    Interrupt = Exception
+
+    @staticmethod
+    def resource():
+        return None
+
+
+def run_async_loop(sc, *, updates, until, progress=None):
+    """Simulate an async scenario; returns ``(columns, sim_time, n_updates)``."""
+    m = Model(sc, _NoKernel(), updates=updates, until=until, progress=progress)
+    n = m.n
+    comp = m.compute_next
+    apply_next = m.apply_next
+    heap: list = []
+    push = heappush
+    pop = heappop
+    normal = itertools.count(1 << 62).__next__
+    has_net = m.network is not None
+    routes = (m.pull_routes, m.push_routes)
+    hops = (m.pull_hops, m.push_hops) if has_net else None
+    n_links = len(m.links)
+    l_user = [None] * n_links
+    l_queue = [[] for _ in range(n_links)]
+
+    phase = [0] * n
+    direction = [0] * n   # 0: pulling, 1: pushing
+    pos = [0] * n         # index of the link being requested
+    cur_route = [None] * n  # the route of the transfer in progress
+    t_read = [0.0] * n
+    t_done = [0.0] * n
+    s_queue: deque = deque()
+    busy = False
+    zero_apply = sc.server.apply.dist == "constant" and float(sc.server.apply.value) == 0.0
+
+    rec_w, rec_tr, rec_td, rec_ta = [], [], [], []
+    a_w, a_tr, a_td, a_ta = rec_w.append, rec_tr.append, rec_td.append, rec_ta.append
+    count = 0
+    stop_at = updates if updates is not None else -1
+    prog_every = max(1, math.ceil(updates / 200)) if (progress is not None and updates is not None) else 0
+    next_prog = prog_every or -1
+    check_at = min(x for x in (stop_at, next_prog, 1 << 62) if x > 0)
+    horizon = until if until is not None else math.inf
+    # The entry a step schedules *last* may skip the heap when nothing else is
+    # due at or before its time: it would be popped next anyway (inlined for
+    # performance; the order of events is unchanged).
+    nxt_t = 0.0
+    nxt_w = -1
+
+    def sched(t: float, w: int) -> None:
+        nonlocal nxt_t, nxt_w
+        if heap and heap[0][0] <= t:
+            push(heap, (t, normal(), w))
+        else:
+            nxt_t, nxt_w = t, w
+
+    def latency(w: int, d: int) -> float:
+        r = routes[d][w]
+        lat = r.fixed_latency
+        if lat is None:
+            lat = 0.0
+            for h in hops[d][w]:
+                lat += h if h.__class__ is float else h()
+        return lat
+
+    def request(li: int, w: int, t: float) -> None:
+        """Request link li for worker w (last action of a step)."""
+        q = l_queue[li]
+        if l_user[li] is None:  # SimPy grants the head of the queue: here w (q is empty)
+            if q:  # pragma: no cover - a free link with waiters has a release event pending
+                q.append(w)
+                h = q.pop(0)
+                l_user[li] = h
+                push(heap, (t, normal(), h))
+                return
+            l_user[li] = w
+            sched(t, w)
+        else:
+            q.append(w)
+
+    def begin_transfer(w: int, d: int, t: float) -> bool:
+        """Start worker w's pull (d = 0) or push (d = 1); False if it took no time."""
+        r = cur_route[w] = routes[d][w]
+        links = r.links
+        direction[w] = d
+        if links:
+            pos[w] = 0
+            phase[w] = _REQ
+            request(links[0], w, t)
+            return True
+        lat = latency(w, d)
+        if lat > 0.0:
+            phase[w] = _LAT
+            sched(t + lat, w)
+            return True
+        return False
+
+    def start_compute(w: int, t: float) -> None:
+        t_read[w] = t
+        phase[w] = _COMP
+        sched(t + comp[w](), w)
+
+    def after_push(w: int, t: float) -> None:
+        nonlocal busy
+        if busy:
+            phase[w] = _SRV
+            s_queue.append(w)
+        else:
+            busy = True
+            start_apply(w, t)
+
+    def start_apply(w: int, t: float) -> None:
+        d = 0.0 if zero_apply else apply_next()
+        if d > 0.0:
+            phase[w] = _APPLY
+            sched(t + d, w)
+        else:
+            finish_apply(w, t)
+
+    class _Done(Exception):
+        pass
+
+    def checkpoint() -> None:
+        nonlocal next_prog, check_at
+        if count == next_prog:
+            next_prog += prog_every
+            progress(min(1.0, count / updates))
+        if count == stop_at:
+            raise _Done
+        check_at = min(x for x in (stop_at, next_prog, 1 << 62) if x > count)
+
+    def finish_apply(w: int, t: float) -> None:
+        nonlocal busy, count
+        a_w(w)
+        a_tr(t_read[w])
+        a_td(t_done[w])
+        a_ta(t)
+        count += 1
+        if count == check_at:
+            checkpoint()
+        if s_queue:
+            push(heap, (t, normal(), s_queue.popleft()))
+        else:
+            busy = False
+        if not has_net or not begin_transfer(w, 0, t):
+            start_compute(w, t)
+
+    if not has_net and zero_apply:
+        return _run_plain(m, comp, n, updates, until, progress, stop_at, prog_every)
+    try:
+        for w in range(n):  # processes start in worker order at t = 0
+            if not has_net or not begin_transfer(w, 0, 0.0):
+                start_compute(w, 0.0)
+            if nxt_w >= 0:  # not the last action of the start-up: schedule normally
+                push(heap, (nxt_t, normal(), nxt_w))
+                nxt_w = -1
+        while True:
+            if nxt_w >= 0:
+                t, w = nxt_t, nxt_w
+                nxt_w = -1
+                if t > horizon:
+                    break
+            else:
+                if not heap:
+                    break
+                t, key, w = pop(heap)
+                if t > horizon:
+                    break
+                if w < 0:  # a link's release event: grant the head of its queue
+                    li = -w - 1
+                    q = l_queue[li]
+                    if q and l_user[li] is None:
+                        h = q.pop(0)
+                        l_user[li] = h
+                        sched(t, h)
+                    continue
+            p = phase[w]
+            # phases in order of frequency with a network: link grants, holds, latencies
+            if p == _REQ:
+                r = cur_route[w]
+                links = r.links
+                i = pos[w] + 1
+                if i < len(links):
+                    pos[w] = i
+                    li = links[i]
+                    if l_user[li] is None and not l_queue[li]:  # free: granted (request() inlined)
+                        l_user[li] = w
+                        if heap and heap[0][0] <= t:
+                            push(heap, (t, normal(), w))
+                        else:
+                            nxt_t, nxt_w = t, w
+                    else:
+                        request(li, w, t)
+                else:
+                    phase[w] = _HOLD
+                    t2 = t + r.hold
+                    if heap and heap[0][0] <= t2:
+                        push(heap, (t2, normal(), w))
+                    else:
+                        nxt_t, nxt_w = t2, w
+            elif p == _HOLD:
+                r = cur_route[w]
+                for li in r.links:
+                    l_user[li] = None
+                    if l_queue[li]:  # a release with nobody waiting is a no-op event: skipped
+                        push(heap, (t, normal(), -li - 1))
+                lat = r.fixed_latency
+                if lat is None:
+                    lat = latency(w, direction[w])
+                if lat > 0.0:
+                    phase[w] = _LAT
+                    t2 = t + lat
+                    if heap and heap[0][0] <= t2:
+                        push(heap, (t2, normal(), w))
+                    else:
+                        nxt_t, nxt_w = t2, w
+                elif direction[w] == 0:
+                    start_compute(w, t)
+                else:
+                    after_push(w, t)
+            elif p == _LAT:
+                if direction[w] == 0:  # pulled: start computing (start_compute inlined)
+                    t_read[w] = t
+                    phase[w] = _COMP
+                    t2 = t + comp[w]()
+                    if heap and heap[0][0] <= t2:
+                        push(heap, (t2, normal(), w))
+                    else:
+                        nxt_t, nxt_w = t2, w
+                elif busy:  # pushed: the server is busy, queue (after_push inlined)
+                    phase[w] = _SRV
+                    s_queue.append(w)
+                else:
+                    busy = True
+                    d = 0.0 if zero_apply else apply_next()
+                    if d > 0.0:
+                        phase[w] = _APPLY
+                        sched(t + d, w)
+                    else:
+                        finish_apply(w, t)
+            elif p == _COMP:
+                t_done[w] = t
+                if has_net:
+                    r = cur_route[w] = routes[1][w]
+                    links = r.links
+                    if links:  # start the push (begin_transfer inlined for the usual case)
+                        direction[w] = 1
+                        pos[w] = 0
+                        phase[w] = _REQ
+                        request(links[0], w, t)
+                        continue
+                    if begin_transfer(w, 1, t):
+                        continue
+                if busy:
+                    phase[w] = _SRV
+                    s_queue.append(w)
+                    continue
+                busy = True
+                d = 0.0 if zero_apply else apply_next()
+                if d > 0.0:
+                    phase[w] = _APPLY
+                    sched(t + d, w)
+                    continue
+                # finish_apply(w, t), inlined for performance (the no-network hot path)
+                a_w(w)
+                a_tr(t_read[w])
+                a_td(t)
+                a_ta(t)
+                count += 1
+                if count == check_at:
+                    checkpoint()
+                if s_queue:
+                    push(heap, (t, normal(), s_queue.popleft()))
+                else:
+                    busy = False
+                if has_net and begin_transfer(w, 0, t):
+                    continue
+                t_read[w] = t
+                t2 = t + comp[w]()
+                if heap and heap[0][0] <= t2:
+                    push(heap, (t2, normal(), w))
+                else:
+                    nxt_t, nxt_w = t2, w
+            elif p == _APPLY:
+                finish_apply(w, t)
+            else:  # _SRV
+                start_apply(w, t)
+    except _Done:
+        pass
+
+    worker = np.asarray(rec_w, dtype=np.int32)
+    k = len(worker)
+    step = np.arange(k, dtype=np.int64)
+    # read_version: the pull starts right after the worker's own previous update
+    # (version = its step + 1), or at t = 0 (version 0)
+    rv = np.zeros(k, dtype=np.int64)
+    if k:
+        order = np.argsort(worker, kind="stable")
+        same = np.concatenate([[False], worker[order][1:] == worker[order][:-1]])
+        prev = np.concatenate([[0], order[:-1] + 1])
+        rv[order] = np.where(same, prev, 0)
+    cols = {
+        "step": step,
+        "worker": worker,
+        "read_version": rv,
+        "staleness": step - rv,
+        "t_read": np.asarray(rec_tr, dtype=np.float64),
+        "t_done": np.asarray(rec_td, dtype=np.float64),
+        "t_applied": np.asarray(rec_ta, dtype=np.float64),
+    }
+    if count == stop_at:
+        sim_time = float(rec_ta[-1])
+    elif until is not None:
+        sim_time = float(until)
+    else:  # pragma: no cover - an updates stop always ends at stop_at
+        sim_time = float(rec_ta[-1]) if rec_ta else 0.0
+    return cols, sim_time, count
+
+
+def _run_plain(m, comp, n, updates, until, progress, stop_at, prog_every):
+    """No network, zero apply time: a worker's gradient is applied the moment it is
+    computed, so the loop is one heap entry per update. Only (worker, time) is
+    recorded; t_read is the worker's previous apply (or 0) and t_done = t_applied."""
+    heap = [(comp[w](), k, w) for k, w in enumerate(range(n))]  # the start-up timeouts, in order
+    import heapq
+
+    heapq.heapify(heap)
+    rec_w, rec_t = [], []
+    a_w, a_t = rec_w.append, rec_t.append
+    horizon = until if until is not None else math.inf
+    count = 0
+    limit = stop_at if stop_at > 0 else -1
+    next_prog = prog_every or -1
+    replace = heapq.heapreplace
+    key = n
+    check = min(x for x in (limit, next_prog) if x > 0) if max(limit, next_prog) > 0 else -1
+    # inlined for performance: the whole async process is these lines (each
+    # worker has exactly one pending event, so pop + push is one heapreplace)
+    while heap:
+        t, _, w = heap[0]
+        if t > horizon:
+            break
+        a_w(w)
+        a_t(t)
+        count += 1
+        if count == check:
+            if count == next_prog:
+                next_prog += prog_every
+                progress(min(1.0, count / updates))
+            if count == limit:
+                break
+            check = min(x for x in (limit, next_prog) if x > count) if max(limit, next_prog) > count else -1
+        key += 1
+        replace(heap, (t + comp[w](), key, w))
+    t_app = np.asarray(rec_t, dtype=np.float64)
+    cols = async_columns(np.asarray(rec_w, dtype=np.int32), t_app.copy(), t_app)
+    sim_time = float(t_app[-1]) if count == stop_at else float(until)
+    return cols, sim_time, count

@@ -1,0 +1,271 @@
+"""The state every event-driven engine shares: clock-free cluster state and recording.
+
+A :class:`Model` holds what the policies' processes read and write (the
+server's version, the server lock, the random samplers, the network routes,
+the recorded rows) but no clock: time, timeouts, events and link resources
+come from the *kernel* the engine passes in (SimPy's ``Environment`` for the
+reference engine, :mod:`asyncsim.engine.heap_engine`'s heapq kernel for the
+fast one). Both kernels run the very same policy processes
+(:mod:`asyncsim.policies`), which is why their traces are identical.
+
+Kernel interface used by the processes::
+
+    env.now                 current simulated time
+    env.timeout(d)          an event d seconds from now (always yielded at once)
+    env.event()             an untriggered event with .succeed()
+    env.process(gen)        start a process (returns a handle for interrupt)
+    kernel.resource()       a FIFO link direction with request()/release(req),
+                            scheduling exactly like ``simpy.Resource(capacity=1)``
+    kernel.interrupt(h)     interrupt a process waiting on a timeout
+    kernel.Interrupt        the exception class thrown into it
+"""
+
+from __future__ import annotations
+
+import array
+import itertools
+import math
+from collections import deque
+from typing import Any, Callable
+
+import numpy as np
+
+from ..network import build_network
+from ..rng import BlockSampler, Streams
+from ..scenario import Scenario
+
+__all__ = ["Model", "async_columns"]
+
+#: draws converted to Python floats at a time per stream (small: 512 workers'
+#: worth of prefetched floats stays in cache)
+_CHUNK = 128
+
+
+def _draws(sampler: BlockSampler):
+    """The sampler's draws as an iterator's ``__next__`` (a C-level call per draw,
+    inlined for performance). It takes them ``_CHUNK`` at a time with ``take``,
+    which consumes the stream exactly as that many ``next()`` calls would, so
+    every engine sees the same values."""
+
+    def blocks():
+        while True:
+            yield sampler.take(_CHUNK).tolist()
+
+    return itertools.chain.from_iterable(blocks()).__next__
+
+
+def async_columns(worker: np.ndarray, t_done: np.ndarray, t_applied: np.ndarray) -> dict[str, np.ndarray]:
+    """Trace columns of an async run without network transfers from three recorded ones.
+
+    Every gradient is applied on its own, in row order, so step = row index;
+    a worker pulls at the instant its previous gradient was applied (no
+    network), so its read_version is that step + 1 and its t_read that
+    t_applied (0 and 0.0 for its first gradient). Recording three columns
+    instead of six is inlined for performance; the values are the same.
+    """
+    k = len(worker)
+    step = np.arange(k, dtype=np.int64)
+    rv = np.zeros(k, dtype=np.int64)
+    t_read = np.zeros(k, dtype=np.float64)
+    if k:
+        order = np.argsort(worker, kind="stable")
+        same = np.concatenate([[False], worker[order][1:] == worker[order][:-1]])
+        prev = np.concatenate([[0], order[:-1]])
+        rv[order] = np.where(same, prev + 1, 0)
+        t_read[order] = np.where(same, t_applied[prev], 0.0)
+    return {"step": step, "worker": worker.astype(np.int32, copy=False), "read_version": rv,
+            "staleness": step - rv, "t_read": t_read, "t_done": t_done, "t_applied": t_applied}
+
+
+class Model:
+    """Cluster state shared by the processes of one run (see module docstring)."""
+
+    def __init__(self, sc: Scenario, kernel: Any, *, updates: int | None, until: float | None,
+                 progress: Callable[[float], None] | None = None):
+        self.sc = sc
+        self.kernel = kernel
+        self.env = kernel.env
+        self.n = n = sc.n_workers
+        streams = Streams(sc.seed)
+        # One sampler per stream; every engine draws through BlockSampler so all
+        # engines consume each stream identically (common random numbers).
+        self.compute = [BlockSampler(d, streams.worker(i, "compute")) for i, d in enumerate(sc.compute_dists())]
+        self.compute_next = [_draws(s) for s in self.compute]
+        self.apply_next = _draws(BlockSampler(sc.server.apply, streams.server("apply")))
+        self.network = net = build_network(sc)
+        if net is not None:
+            self.links = [kernel.resource() for _ in range(net.n_links)]
+            self.pull_hops, self.push_hops = [], []
+            for i in range(n):
+                rng = streams.worker(i, "network")
+                samplers: dict[int, BlockSampler] = {}
+                for routes, out in ((net.pull, self.pull_hops), (net.push, self.push_hops)):
+                    hops = []
+                    for d in routes[i].latencies:
+                        if d.dist == "constant":
+                            hops.append(float(d.value))
+                        else:  # one sampler per distinct distribution, all on the worker's stream
+                            s = samplers.get(id(d))
+                            if s is None:
+                                s = samplers[id(d)] = BlockSampler(d, rng)
+                            hops.append(s.next)
+                    out.append(hops)
+            self.pull_routes, self.push_routes = net.pull, net.push
+        else:
+            self.links = []
+            self.pull_routes = self.push_routes = [None] * n
+        # server state
+        self.version = 0
+        self.server_busy = False
+        self.server_queue: deque = deque()
+        # stop and progress
+        self.stop_updates = updates
+        self.stop_time = until
+        self.done = False
+        self.t_last = 0.0
+        self.stop_cb: Callable[[], None] = lambda: None
+        self.progress = progress
+        if progress is not None and updates is not None:
+            self._progress_every = max(1, math.ceil(updates / 200))
+        else:
+            self._progress_every = 0
+        self._next_progress = self._progress_every or -1
+        self._stop_at = updates if updates is not None else -1
+        #: the next version at which checkpoint() must run (progress or stop)
+        self.check_at = self._next_check()
+        # Recorded rows: one growable typed column per field (inlined for
+        # performance: array.array appends are ~3x cheaper than numpy item writes).
+        self._c_step = array.array("q")
+        self._c_worker = array.array("i")
+        self._c_rv = array.array("q")
+        self._c_tr = array.array("d")
+        self._c_td = array.array("d")
+        self._c_ta = array.array("d")
+        #: set by a policy that records only (worker, t_done, t_applied): see async_columns
+        self.async_compact = False
+        #: the six column appenders (step, worker, read_version, t_read, t_done, t_applied)
+        self.appenders = (self._c_step.append, self._c_worker.append, self._c_rv.append, self._c_tr.append,
+                          self._c_td.append, self._c_ta.append)
+
+    # ---------------------------------------------------------------- recording
+    def applied(self, rows: list, t: float) -> None:
+        """Record ``rows`` [(worker, read_version, t_read, t_done), ...] as one update
+        applied at time ``t`` (step = current version), then advance the version."""
+        if self.done:
+            return
+        step = self.version
+        for w, rv, tr, td in rows:
+            self._c_step.append(step)
+            self._c_worker.append(w)
+            self._c_rv.append(rv)
+            self._c_tr.append(tr)
+            self._c_td.append(td)
+            self._c_ta.append(t)
+        self._advance(step + 1, t)
+
+    def applied1(self, w: int, rv: int, tr: float, td: float, t: float) -> None:
+        """:meth:`applied` for a single row."""
+        self.applied(((w, rv, tr, td),), t)
+
+    def _advance(self, version: int, t: float) -> None:
+        self.version = version
+        if version == self.check_at:
+            self.checkpoint(version, t)
+
+    def _next_check(self) -> int:
+        c = [x for x in (self._next_progress, self._stop_at) if x > self.version]
+        return min(c) if c else -1
+
+    def checkpoint(self, version: int, t: float) -> None:
+        """Progress report and stop test; runs when the version reaches ``check_at``.
+
+        Processes that record inline (inlined for performance) call it exactly
+        as :meth:`_advance` does."""
+        if version == self._next_progress:
+            self._next_progress += self._progress_every
+            self.progress(min(1.0, version / self.stop_updates))
+        if version == self._stop_at:
+            self.t_last = t
+            self.done = True
+            self.stop_cb()
+        self.check_at = self._next_check()
+
+    def dropped(self, w: int, rv: int, tr: float, td: float) -> None:
+        """Record a dropped gradient (step -1, t_applied NaN)."""
+        if self.done:
+            return
+        self._c_step.append(-1)
+        self._c_worker.append(w)
+        self._c_rv.append(rv)
+        self._c_tr.append(tr)
+        self._c_td.append(td)
+        self._c_ta.append(math.nan)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The recorded rows as trace columns."""
+        if self.async_compact:
+            return async_columns(np.asarray(self._c_worker, dtype=np.int32), np.frombuffer(self._c_td).copy(),
+                                 np.frombuffer(self._c_ta).copy())
+        step = np.frombuffer(self._c_step, dtype=np.int64).copy() if len(self._c_step) else np.empty(0, np.int64)
+        rv = np.frombuffer(self._c_rv, dtype=np.int64).copy() if len(self._c_rv) else np.empty(0, np.int64)
+
+        def f64(a):
+            return np.frombuffer(a, dtype=np.float64).copy() if len(a) else np.empty(0, np.float64)
+
+        worker = np.asarray(self._c_worker, dtype=np.int32) if len(self._c_worker) else np.empty(0, np.int32)
+        return {
+            "step": step,
+            "worker": worker,
+            "read_version": rv,
+            "staleness": np.where(step >= 0, step - rv, -1),
+            "t_read": f64(self._c_tr),
+            "t_done": f64(self._c_td),
+            "t_applied": f64(self._c_ta),
+        }
+
+    # ----------------------------------------------------------------- network
+    def transfer(self, w: int, route, hops: list):
+        """Generator: one transfer of worker ``w`` along ``route`` (circuit model).
+
+        Requests every link direction of the path in the global order, holds
+        them for ``route.hold`` seconds, releases them, then waits the sum of
+        the per-hop latencies (drawn in path order from ``w``'s network stream).
+        Zero-duration waits are not yielded.
+        """
+        links = route.links
+        if links:
+            res = self.links
+            reqs = []
+            for li in links:
+                req = res[li].request()
+                yield req
+                reqs.append(req)
+            yield self.env.timeout(route.hold)
+            for li, req in zip(links, reqs):
+                res[li].release(req)
+        lat = route.fixed_latency
+        if lat is None:
+            lat = 0.0
+            for h in hops:
+                lat += h if h.__class__ is float else h()
+        if lat > 0.0:
+            yield self.env.timeout(lat)
+
+    # ------------------------------------------------------------------ server
+    def acquire_server(self):
+        """Generator: wait for the server (FIFO, capacity 1). A free server is taken
+        at once without an event (inlined for performance); a busy one hands
+        itself over on release by succeeding the next waiter's event."""
+        if self.server_busy:
+            ev = self.env.event()
+            self.server_queue.append(ev)
+            yield ev
+        else:
+            self.server_busy = True
+
+    def release_server(self) -> None:
+        """Hand the server to the next waiter, or mark it idle."""
+        if self.server_queue:
+            self.server_queue.popleft().succeed()
+        else:
+            self.server_busy = False

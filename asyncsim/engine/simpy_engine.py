@@ -1,0 +1,64 @@
+"""The reference engine: the policies' processes on SimPy.
+
+Readable first: every worker is a SimPy process, every link direction a
+``simpy.Resource(capacity=1)`` (FIFO), the server a FIFO lock (capacity 1)
+that is taken without an event when free. Ties between events at the same
+time follow SimPy's ``(time, priority, event id)`` order.
+"""
+
+from __future__ import annotations
+
+import simpy
+
+from ._model import Model
+from ._run import finish, prepare
+
+__all__ = ["run_simpy", "SimpyKernel"]
+
+
+class SimpyKernel:
+    """The kernel interface of :class:`~asyncsim.engine._model.Model` on SimPy."""
+
+    Interrupt = simpy.Interrupt
+
+    def __init__(self):
+        self.env = simpy.Environment()
+
+    def resource(self):
+        return simpy.Resource(self.env, capacity=1)
+
+    @staticmethod
+    def interrupt(proc) -> None:
+        proc.interrupt()
+
+
+def run_simpy(sc, *, updates, until, progress=None):
+    """Simulate ``sc`` on SimPy; returns ``(columns, sim_time, n_updates)``."""
+    kernel = SimpyKernel()
+    env = kernel.env
+    m = Model(sc, kernel, updates=updates, until=until, progress=progress)
+    policy = prepare(sc)
+    stop = env.event()
+    m.stop_cb = stop.succeed
+    policy.start(m)
+    if until is None:
+        env.run(until=stop)
+    elif updates is not None:
+        # both stops: whichever comes first
+        step, peek = env.step, env.peek
+        while not m.done and peek() <= until:
+            step()
+    else:
+        # Events at exactly `until` are processed (run(until=t) stops before them).
+        chunks = 200 if progress is not None else 1
+        for i in range(1, chunks + 1):
+            t = until * i / chunks
+            if m.done:
+                break
+            if t > env.now:
+                env.run(until=min(t, until))
+            if progress is not None:
+                progress(i / chunks)
+        while not m.done and env.peek() <= until:
+            env.step()
+    return finish(m)

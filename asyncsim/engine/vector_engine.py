@@ -1,0 +1,412 @@
+"""The vectorised engine: numpy cumulative sums merged with one sort.
+
+For scenarios in which no gradient ever waits for another one — no link
+contention and no server queueing — every worker's timeline is a cumulative
+sum of its own pre-drawn times, and the trace is those timelines merged in
+time order. This engine computes exactly the numbers the event-driven
+engines compute:
+
+* times are built by ``np.cumsum`` over the same operands in the same order
+  as the event engines add them (``numpy.add.accumulate`` on a 1-D array is a
+  sequential left fold), so they are equal to the last bit;
+* draws come from the same :class:`~asyncsim.rng.BlockSampler` streams
+  (``take(n)`` consumes a stream exactly as ``n`` per-event draws would);
+  draws beyond the end of the run are never used.
+
+Supported (:func:`why_not_vectorisable` says why not otherwise):
+
+* ``async`` and ``k_async`` with zero apply time, without a network or with
+  *constant uncontended* transfers (every hop latency constant and no link
+  direction used by two workers, e.g. one worker, or a model of 0 bytes);
+* ``sync`` and ``backup`` without a network (any apply time: rounds never
+  overlap, so the server never queues);
+* ``round_robin`` with any apply time, without a network or with constant
+  uncontended transfers (a max-plus recurrence, vectorised across workers).
+
+Simultaneous completions are the one thing a sort cannot order the way the
+event engines do (their order depends on the history of event scheduling).
+They need discrete compute times (``constant``, ``empirical``...) or a
+floating-point coincidence; when one would affect the trace this engine
+hands the whole run to the heapq engine, which gives the identical trace.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..network import build_network
+from ..rng import BLOCK, Streams
+
+__all__ = ["why_not_vectorisable", "run_vector"]
+
+
+class _Tie(Exception):
+    """Two events at the same time whose order matters: use an event engine."""
+
+
+def _zero_apply(sc) -> bool:
+    a = sc.server.apply
+    return a.dist == "constant" and float(a.value) == 0.0
+
+
+def _transfer_times(sc):
+    """Per-worker constant transfer parts ``(pull_hold, pull_lat, push_hold, push_lat)``
+    as arrays, or a reason string when transfers are not constant and uncontended."""
+    n = sc.n_workers
+    if sc.network is None:
+        z = np.zeros(n)
+        return z, z, z, z
+    net = build_network(sc)
+    if not net.is_constant():
+        return "network latencies are random"
+    owner: dict[int, int] = {}
+    for w in range(n):
+        for route in (net.pull[w], net.push[w]):
+            for li in route.links:
+                if owner.setdefault(li, w) != w:
+                    return "workers share network links (contention is possible)"
+    return (np.array([r.hold for r in net.pull]), np.array([r.fixed_latency for r in net.pull]),
+            np.array([r.hold for r in net.push]), np.array([r.fixed_latency for r in net.push]))
+
+
+def _no_transfer(sc) -> bool:
+    t = _transfer_times(sc)
+    return not isinstance(t, str) and all(not np.any(x) for x in t)
+
+
+def _why_kasync(sc) -> str | None:
+    if not _zero_apply(sc):
+        return "a nonzero server apply time makes gradients queue at the server"
+    t = _transfer_times(sc)
+    return t if isinstance(t, str) else None
+
+
+def _why_rounds(sc) -> str | None:
+    # (a sync timeout belongs to the fault model and is ignored by every engine)
+    return None if _no_transfer(sc) else f"{sc.policy.kind} with network transfers is not vectorised"
+
+
+def _why_round_robin(sc) -> str | None:
+    t = _transfer_times(sc)
+    return t if isinstance(t, str) else None
+
+
+def why_not_vectorisable(sc) -> str | None:
+    """``None`` if the vectorised engine supports ``sc``, else the reason (one line)."""
+    entry = _SUPPORT.get(sc.policy.kind)
+    if entry is None:
+        return f"policy {sc.policy.kind!r} is not vectorised (workers wait on each other)"
+    return entry[0](sc)
+
+
+# --------------------------------------------------------------------- draws
+class _Stream:
+    """Draws of one distribution from one generator, made in blocks of ``BLOCK``.
+
+    Inlined for performance: this is :class:`~asyncsim.rng.BlockSampler`'s
+    refill (``dist.sample(rng, BLOCK)`` as float64, block after block) kept as
+    numpy arrays instead of Python lists, so the values are the ones every
+    other engine draws (tests/test_parity.py checks it against ``take``).
+    """
+
+    __slots__ = ("dist", "rng", "blocks", "n")
+
+    def __init__(self, dist, rng):
+        self.dist, self.rng, self.blocks, self.n = dist, rng, [], 0
+
+    def first(self, n: int) -> np.ndarray:
+        while self.n < n:
+            b = np.asarray(self.dist.sample(self.rng, BLOCK), dtype=np.float64)
+            self.blocks.append(b)
+            self.n += len(b)
+        if len(self.blocks) > 1:
+            self.blocks = [np.concatenate(self.blocks)]
+        return self.blocks[0][:n]
+
+
+class _Draws:
+    """Growable per-worker arrays of draws from the run's streams."""
+
+    def __init__(self, sc):
+        streams = Streams(sc.seed)
+        self.compute = [_Stream(d, streams.worker(i, "compute")) for i, d in enumerate(sc.compute_dists())]
+        self.apply = _Stream(sc.server.apply, streams.server("apply"))
+
+    def ensure(self, w: int, n: int) -> np.ndarray:
+        return self.compute[w].first(n)
+
+    def ensure_apply(self, n: int) -> np.ndarray:
+        return self.apply.first(n)
+
+
+def _mean_or(d, default=1.0) -> float:
+    try:
+        m = float(d.mean)
+    except Exception:  # pragma: no cover - defensive
+        return default
+    return m if math.isfinite(m) and m > 0 else default
+
+
+# ------------------------------------------------------------ async, k_async
+def _run_kasync(sc, K, updates, until, progress):
+    n = sc.n_workers
+    draws = _Draws(sc)
+    ph, pl, h, l = _transfer_times(sc)
+    cyc = np.array([_mean_or(d) for d in sc.compute_dists()]) + ph + pl + h + l
+    rate = 1.0 / np.maximum(cyc, 1e-300)
+    # expected arrivals per worker plus ~6 standard deviations (Poisson-like counts),
+    # so that one pass almost always suffices; short workers are extended below
+    if updates is not None:
+        mean = updates * K * rate / rate.sum()
+    else:
+        mean = until * rate
+    counts = np.ceil(mean * 1.02 + 6 * np.sqrt(mean) + 16).astype(np.int64)
+    has_net = bool(np.any(ph) or np.any(pl) or np.any(h) or np.any(l))
+    while True:
+        arr_l, rd_l, dn_l = [], [], []
+        for w in range(n):
+            c = draws.ensure(w, int(counts[w]))[: counts[w]]
+            if has_net:
+                # the event engines' additions in order: pull hold, pull latency, compute,
+                # push hold, push latency (adding 0.0 leaves a float unchanged)
+                seq = np.empty((len(c), 5))
+                seq[:, 0], seq[:, 1], seq[:, 2], seq[:, 3], seq[:, 4] = ph[w], pl[w], c, h[w], l[w]
+                cs = np.cumsum(seq.ravel()).reshape(-1, 5)
+                arr_l.append(cs[:, 4])
+                rd_l.append(cs[:, 1])
+                dn_l.append(cs[:, 2])
+            else:
+                arr_l.append(np.cumsum(c))
+        last = np.array([a[-1] for a in arr_l])
+        arrive = np.concatenate(arr_l)
+        order = np.argsort(arrive, kind="stable")
+        t_sorted = arrive[order]
+        if updates is not None:
+            m = updates * K
+            horizon = t_sorted[m - 1] if len(t_sorted) >= m else math.inf
+        else:
+            horizon = until
+        short = last <= horizon
+        if not short.any():
+            break
+        counts = np.where(short, counts * 2, counts)
+    if updates is not None:
+        m = updates * K
+    else:
+        m = int(np.searchsorted(t_sorted, until, side="right")) // K * K
+    # An arrival tied with the next one (the (m+1)-th included: it could
+    # precede the m-th in the event engines) changes the order: hand over.
+    upto = min(m + 1, len(t_sorted))
+    if upto > 1 and np.any(np.diff(t_sorted[:upto]) == 0):
+        raise _Tie
+    sel = order[:m]
+    counts_used = np.array([len(a) for a in arr_l])
+    offsets = np.concatenate([[0], np.cumsum(counts_used)[:-1]])
+    worker = np.repeat(np.arange(n, dtype=np.int32), counts_used)[sel]
+    first = sel == offsets[worker]           # the worker's first gradient
+    gidx = np.empty(len(arrive), dtype=np.int64)
+    gidx[order] = np.arange(len(arrive), dtype=np.int64)
+    prev = np.maximum(sel - 1, 0)            # flat index of the worker's previous gradient
+    # version read = updates complete after the worker's previous arrival (global index g)
+    rv = np.where(first, 0, (gidx[prev] + 1) // K)
+    t_arr = t_sorted[:m]
+    if has_net:
+        t_read = np.concatenate(rd_l)[sel]
+        t_done = np.concatenate(dn_l)[sel]
+    else:  # the pull is instantaneous at the previous arrival; t_done is the arrival
+        t_read = np.where(first, 0.0, arrive[prev])
+        t_done = t_arr
+    if K == 1:
+        t_app = t_arr
+        step = np.arange(m, dtype=np.int64)
+        t_app_rows = t_arr
+    else:
+        t_app = t_arr.reshape(-1, K)[:, -1] if m else np.empty(0)
+        step = np.arange(m, dtype=np.int64) // K
+        t_app_rows = np.repeat(t_app, K)
+    cols = {
+        "step": step,
+        "worker": worker,
+        "read_version": rv,
+        "t_read": t_read,
+        "t_done": t_done.copy() if t_done is t_app_rows else t_done,
+        "t_applied": t_app_rows,
+    }
+    n_up = m // K
+    sim_time = float(t_app[-1]) if updates is not None else float(until)
+    return cols, sim_time, n_up
+
+
+# -------------------------------------------------------------- sync, backup
+def _run_rounds(sc, K, updates, until, progress):
+    n = sc.n_workers
+    draws = _Draws(sc)
+    if updates is not None:
+        R = updates
+    else:
+        per = _mean_or(sc.server.apply, 0.0) + max(_mean_or(d) for d in sc.compute_dists())
+        R = int(until / max(per, 1e-300) * 1.1) + 16
+    while True:
+        C = np.stack([draws.ensure(w, R)[:R] for w in range(n)], axis=1)  # (R, N)
+        S = draws.ensure_apply(R)[:R]
+        srt = np.sort(C, axis=1)
+        ck = srt[:, K - 1]
+        seq = np.empty(2 * R)
+        seq[0::2], seq[1::2] = ck, S
+        cs = np.cumsum(seq)
+        close = cs[0::2] - 0.0     # C_v = T_v + ck_v
+        T_next = cs[1::2]          # T_{v+1} = C_v + s_v
+        if updates is not None or T_next[-1] > until:
+            break
+        R *= 2
+    T = np.concatenate([[0.0], T_next[:-1]])
+    if updates is None:
+        # rounds fully applied by `until`, plus a last round closed (drops recorded) but not applied
+        R_app = int(np.searchsorted(T_next, until, side="right"))
+        R_rows = R_app + (1 if R_app < R and close[R_app] <= until and K < n else 0)
+    else:
+        R_app = R_rows = R
+    C, T, close = C[:R_rows], T[:R_rows], close[:R_rows]
+    done = T[:, None] + C
+    # simultaneous completions within a round change the row order: hand over
+    ds = np.sort(done, axis=1)
+    if n > 1 and np.any(np.diff(ds, axis=1) == 0):
+        raise _Tie
+    rank = np.argsort(np.argsort(done, axis=1, kind="stable"), axis=1, kind="stable")
+    applied = rank < K
+    # row order in a round: dropped rows in worker order (recorded at the close),
+    # then the K applied rows in arrival order (recorded at the apply's end)
+    key = np.where(applied, n + rank, np.arange(n)[None, :])
+    if R_rows > R_app:
+        key[R_app, applied[R_app]] = 2 * n + 1  # last round: its update was not applied by `until`
+    row_order = np.argsort(key, axis=1, kind="stable")
+    keep = np.take_along_axis(key, row_order, axis=1) <= 2 * n
+    vv = np.repeat(np.arange(R_rows), n).reshape(R_rows, n)
+    w_idx = row_order
+    app = np.take_along_axis(applied, row_order, axis=1)
+    t_done = np.take_along_axis(done, row_order, axis=1)
+    t_done = np.where(app, t_done, close[:, None])
+    t_read = np.broadcast_to(T[:, None], (R_rows, n))
+    t_app = np.where(app, T_next[:R_rows][:, None], np.nan)
+    keep_f = keep.ravel()
+    cols = {
+        "step": np.where(app, vv, -1).ravel()[keep_f].astype(np.int64),
+        "worker": w_idx.ravel()[keep_f].astype(np.int32),
+        "read_version": vv.ravel()[keep_f].astype(np.int64),
+        "t_read": np.ascontiguousarray(t_read).ravel()[keep_f],
+        "t_done": t_done.ravel()[keep_f],
+        "t_applied": t_app.ravel()[keep_f],
+    }
+    sim_time = float(T_next[R_app - 1]) if updates is not None else float(until)
+    return cols, sim_time, R_app
+
+
+# --------------------------------------------------------------- round robin
+def _run_round_robin(sc, updates, until, progress):
+    n = sc.n_workers
+    draws = _Draws(sc)
+    ph, pl, h, l = _transfer_times(sc)
+    if updates is not None:
+        U = updates
+    else:
+        per = _mean_or(sc.server.apply, 0.0) + max(_mean_or(d) for d in sc.compute_dists()) / n
+        U = int(until / max(per, 1e-300) * 1.1) + 2 * n
+    while True:
+        rounds = -(-U // n)
+        C = np.stack([draws.ensure(w, rounds)[:rounds] for w in range(n)], axis=1)  # (rounds, N)
+        S = draws.ensure_apply(rounds * n)[: rounds * n]
+        t_read = np.empty(rounds * n)
+        t_done = np.empty(rounds * n)
+        A = np.empty(rounds * n)
+        ack = np.zeros(n)  # each worker's previous ack (version 0 read at t = 0)
+        a_prev = -math.inf
+        s_pos = S > 0.0
+        if n < 16:
+            # scalar loop (a per-round numpy call costs more than N scalar steps)
+            Cl, Sl, ackl = C.tolist(), S.tolist(), [0.0] * n
+            phl, pll, hl, ll = ph.tolist(), pl.tolist(), h.tolist(), l.tolist()
+            tr_l, td_l, a_l = [], [], []
+            for t in range(rounds * n):
+                w = t % n
+                rd = (ackl[w] + phl[w]) + pll[w]
+                dn = rd + Cl[t // n][w]
+                d = (dn + hl[w]) + ll[w]
+                a = d if d >= a_prev else a_prev
+                s = Sl[t]
+                if s > 0.0:
+                    a = a + s
+                tr_l.append(rd)
+                td_l.append(dn)
+                a_l.append(a)
+                ackl[w] = a
+                a_prev = a
+            t_read[:], t_done[:], A[:] = tr_l, td_l, a_l
+        else:
+            for r in range(rounds):
+                rd = (ack + ph) + pl
+                dn = rd + C[r]
+                d = (dn + h) + l
+                sl = slice(r * n, (r + 1) * n)
+                s = S[sl]
+                if not s_pos[sl].any():
+                    a = np.maximum.accumulate(np.concatenate([[a_prev], d]))[1:]
+                else:  # max-plus recurrence with apply times: sequential within the round
+                    a = np.empty(n)
+                    ap = a_prev
+                    for i in range(n):
+                        x = d[i] if d[i] >= ap else ap
+                        if s[i] > 0.0:
+                            x = x + s[i]
+                        a[i] = ap = x
+                t_read[sl], t_done[sl], A[sl] = rd, dn, a
+                ack = a
+                a_prev = a[-1]
+        if updates is not None or A[-1] > until:
+            break
+        U *= 2
+    if updates is None:
+        U = int(np.searchsorted(A, until, side="right"))
+    step = np.arange(U, dtype=np.int64)
+    cols = {
+        "step": step,
+        "worker": (step % n).astype(np.int32),
+        "read_version": np.maximum(step - (n - 1), 0),
+        "t_read": t_read[:U],
+        "t_done": t_done[:U],
+        "t_applied": A[:U],
+    }
+    sim_time = float(A[U - 1]) if updates is not None else float(until)
+    return cols, sim_time, U
+
+
+#: policy kind -> (why not supported, run): the vectorised engine's policies
+_SUPPORT = {
+    "async": (_why_kasync, lambda sc, u, t, p: _run_kasync(sc, 1, u, t, p)),
+    "k_async": (_why_kasync, lambda sc, u, t, p: _run_kasync(sc, int(sc.policy.k), u, t, p)),
+    "sync": (_why_rounds, lambda sc, u, t, p: _run_rounds(sc, sc.n_workers, u, t, p)),
+    "backup": (_why_rounds, lambda sc, u, t, p: _run_rounds(sc, int(sc.policy.aggregate), u, t, p)),
+    "round_robin": (_why_round_robin, _run_round_robin),
+}
+
+
+def run_vector(sc, *, updates, until, progress=None):
+    """Simulate ``sc`` (which must be vectorisable) and return ``(columns, sim_time, n_updates)``."""
+    why = why_not_vectorisable(sc)
+    if why is not None:
+        raise ValueError(f"not vectorisable: {why}")
+    if updates is not None and until is not None:
+        # both in the file: whichever comes first -- simplest exactly: run the event engine
+        from .heap_engine import run_heap
+
+        return run_heap(sc, updates=updates, until=until, progress=progress)
+    try:
+        cols, sim_time, n_up = _SUPPORT[sc.policy.kind][1](sc, updates, until, progress)
+    except _Tie:
+        from .heap_engine import run_heap
+
+        return run_heap(sc, updates=updates, until=until, progress=progress)
+    step = cols["step"]
+    cols["staleness"] = np.where(step >= 0, step - cols["read_version"], -1)
+    return cols, sim_time, n_up

@@ -1,0 +1,55 @@
+"""The policy base class and the registry keyed by the scenario's ``policy.kind``.
+
+A policy is a set of worker processes written against the small kernel
+interface of :class:`asyncsim.engine._model.Model` (timeouts, events, link
+resources, interrupts). The same process code runs on the SimPy reference
+kernel and on the heapq kernel, so both engines produce identical traces.
+Exact semantics of every policy: docs/transfer-model.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = ["Policy", "register", "POLICIES", "policy_for"]
+
+#: kind -> Policy subclass (filled by :func:`register`).
+POLICIES: dict[str, type["Policy"]] = {}
+
+
+def register(cls: type["Policy"]) -> type["Policy"]:
+    """Class decorator: make ``cls`` the policy for ``cls.kind``."""
+    POLICIES[cls.kind] = cls
+    return cls
+
+
+def policy_for(scenario) -> "Policy":
+    """A fresh policy instance (it holds per-run state) for ``scenario.policy``."""
+    return POLICIES[scenario.policy.kind](scenario)
+
+
+class Policy:
+    """One synchronisation policy: starts one process per worker on a model.
+
+    Subclasses set ``kind`` and implement :meth:`worker`.
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, scenario):
+        self.sc = scenario
+        self.spec = scenario.policy
+        self.n = scenario.n_workers
+
+    def start(self, m) -> None:
+        """Create the worker processes in worker order (their order at time 0)."""
+        m.procs = []
+        for w in range(self.n):
+            m.procs.append(m.env.process(self.worker(m, w)))
+
+    def worker(self, m, w: int):  # pragma: no cover - abstract
+        """Generator: worker ``w``'s process."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind}

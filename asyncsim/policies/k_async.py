@@ -1,0 +1,168 @@
+"""K-async SGD and plain asynchronous SGD (K = 1)."""
+
+from __future__ import annotations
+
+from .base import Policy, register
+
+__all__ = ["KAsync", "Async"]
+
+
+@register
+class KAsync(Policy):
+    """``k_async`` (``k: K``): any K arrived gradients make one update (their mean).
+
+    Gradients are batched in arrival order: the K-th arrival closes a batch,
+    which then queues for the server (FIFO) and is applied with one apply-time
+    draw. A worker whose push does not close a batch is acknowledged at once
+    and pulls the current version immediately; the worker whose push closes a
+    batch is acknowledged after that batch has been applied. With K = 1 this
+    is exactly :class:`Async`.
+    """
+
+    kind = "k_async"
+
+    def __init__(self, scenario):
+        super().__init__(scenario)
+        self.k = self._k()
+        self.pending: list = []
+
+    def _k(self) -> int:
+        return int(self.spec.k)
+
+    def start(self, m) -> None:
+        # Without transfers, async rows can be recorded as (worker, t_done, t_applied)
+        # and the rest derived (asyncsim.engine._model.async_columns).
+        m.async_compact = self.k == 1 and m.network is None
+        if m.async_compact:
+            m.procs = [m.env.process(self._worker_plain(m, w)) for w in range(self.n)]
+        else:
+            super().start(m)
+
+    def _worker_plain(self, m, w):
+        """:meth:`worker` for K = 1 without a network, inlined for performance
+        (the same events in the same order; it records three columns)."""
+        env = m.env
+        timeout = env.timeout
+        comp = m.compute_next[w]
+        apply_next = m.apply_next
+        queue = m.server_queue
+        _, a_w, _, _, a_td, a_ta = m.appenders
+        while True:
+            yield timeout(comp())
+            t_done = env.now
+            if m.server_busy:
+                ev = env.event()
+                queue.append(ev)
+                yield ev
+                now = env.now
+            else:
+                m.server_busy = True
+                now = t_done
+            d = apply_next()
+            if d > 0.0:
+                yield timeout(d)
+                now = env.now
+            if not m.done:
+                a_w(w)
+                a_td(t_done)
+                a_ta(now)
+                step = m.version + 1
+                m.version = step
+                if step == m.check_at:
+                    m.checkpoint(step, now)
+            if queue:
+                queue.popleft().succeed()
+            else:
+                m.server_busy = False
+
+    def worker(self, m, w):
+        env = m.env
+        timeout = env.timeout
+        comp = m.compute_next[w]
+        apply_next = m.apply_next
+        pull, push = m.pull_routes[w], m.push_routes[w]
+        pull_hops = m.pull_hops[w] if pull is not None else None
+        push_hops = m.push_hops[w] if push is not None else None
+        k = self.k
+        pending = self.pending
+        queue = m.server_queue
+        a_step, a_w, a_rv, a_tr, a_td, a_ta = m.appenders
+        compact = m.async_compact
+        now = env.now
+        while True:
+            rv = m.version                      # the server sends its current version
+            if pull is not None:
+                yield from m.transfer(w, pull, pull_hops)
+                t_read = env.now
+            else:
+                t_read = now                    # the ack time (inlined for performance)
+            yield timeout(comp())
+            t_done = env.now
+            if push is not None:
+                yield from m.transfer(w, push, push_hops)
+            if k == 1:
+                # inlined for performance: acquire the server, apply, record, release
+                if m.server_busy:
+                    ev = env.event()
+                    queue.append(ev)
+                    yield ev
+                else:
+                    m.server_busy = True
+                d = apply_next()
+                if d > 0.0:
+                    yield timeout(d)
+                # record the row and advance the version (inlined Model.applied)
+                now = env.now
+                if not m.done:
+                    step = m.version
+                    if compact:  # step, read_version and t_read follow from these
+                        a_w(w)
+                        a_td(t_done)
+                        a_ta(now)
+                    else:
+                        a_step(step)
+                        a_w(w)
+                        a_rv(rv)
+                        a_tr(t_read)
+                        a_td(t_done)
+                        a_ta(now)
+                    step += 1
+                    m.version = step
+                    if step == m.check_at:
+                        m.checkpoint(step, now)
+                if queue:
+                    queue.popleft().succeed()
+                else:
+                    m.server_busy = False
+            else:
+                pending.append((w, rv, t_read, t_done))
+                now = env.now
+                if len(pending) == k:
+                    rows = pending[:]
+                    pending.clear()
+                    if m.server_busy:
+                        ev = env.event()
+                        queue.append(ev)
+                        yield ev
+                    else:
+                        m.server_busy = True
+                    d = apply_next()
+                    if d > 0.0:
+                        yield timeout(d)
+                    now = env.now
+                    m.applied(rows, now)
+                    if queue:
+                        queue.popleft().succeed()
+                    else:
+                        m.server_busy = False
+
+
+@register
+class Async(KAsync):
+    """``async``: the server applies each gradient on arrival (FIFO); the worker's
+    push is acknowledged once its update is applied, and it then pulls again."""
+
+    kind = "async"
+
+    def _k(self) -> int:
+        return 1

@@ -1,0 +1,112 @@
+"""``asyncsim train``, ``sharpness`` and ``threshold`` on the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from _traces import async_exponential, constant_delay  # noqa: E402
+
+from asyncsim.cli import run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory):
+    d = tmp_path_factory.mktemp("traces")
+    a = async_exponential(4, 300, seed=1).save(d / "async.parquet")
+    c = constant_delay(2, 3000).save(d / "const.npz")
+    return {"async": a, "const": c}
+
+
+def run_json(capsys, argv):
+    code = run(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 1  # --json: exactly one object on stdout
+    return json.loads(lines[0]), err
+
+
+def test_train_json_writes_metrics_and_plot(capsys, traces, tmp_path):
+    d, _ = run_json(capsys, ["train", "--trace", str(traces["async"]), "--dataset", "digits", "--model",
+                             "mlp:16", "--lr", "0.1", "--optimizer", "momentum", "--momentum", "0.5",
+                             "--steps", "200", "--out", str(tmp_path / "o"), "--json", "--device", "cpu",
+                             "--log-every", "10"])
+    assert d["diverged"] is False and d["steps"] == 200 and d["final_loss"] < d["initial_loss"]
+    assert 0 <= d["val_accuracy"] <= 1 and d["val_loss"] > 0
+    csv = (tmp_path / "o" / "metrics.csv").read_text().splitlines()
+    assert csv[0] == "step,sim_time,loss" and len(csv) == 1 + 21
+    last = csv[-1].split(",")
+    assert int(last[0]) == 200 and float(last[2]) == pytest.approx(d["final_loss"], rel=1e-12)
+    png = (tmp_path / "o" / "loss.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert d["metrics"].endswith("metrics.csv") and d["plot"].endswith("loss.png")
+
+
+def test_train_quadratic_diverges_as_a_result(capsys, traces, tmp_path):
+    d, _ = run_json(capsys, ["train", "--trace", str(traces["const"]), "--sharpness", "2", "--lr", "0.5",
+                             "--out", str(tmp_path / "q"), "--format", "parquet", "--json"])
+    assert d["diverged"] is True and isinstance(d["diverged_step"], int)
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(tmp_path / "q" / "metrics.parquet")
+    assert t.column_names == ["step", "sim_time", "loss"]
+
+
+def test_train_human_output(capsys, traces, tmp_path):
+    code = run(["train", "--trace", str(traces["const"]), "--sharpness", "2", "--lr", "0.1",
+                "--out", str(tmp_path / "h")])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "final loss" in out and "metrics" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--trace", "/nonexistent/t.parquet", "--lr", "0.1"],
+    ["train", "--trace", "{async}", "--lr", "-0.1"],
+    ["train", "--trace", "{async}", "--lr", "0.1", "--dataset", "imagenet"],
+    ["train", "--trace", "{async}", "--lr", "0.1", "--dataset", "digits", "--model", "resnet"],
+    ["train", "--trace", "{async}", "--lr", "0.1", "--optimizer", "adam"],
+    ["train", "--trace", "{async}", "--lr", "0.1", "--steps", "100000"],
+    ["train", "--lr", "0.1"],
+    ["sharpness", "--dataset", "digits", "--model", "mlp:x"],
+    ["threshold", "--trace", "/nonexistent.npz"],
+])
+def test_bad_input_is_one_line_exit_2(capsys, traces, argv):
+    argv = [a.replace("{async}", str(traces["async"])) for a in argv]
+    code = run(argv)
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert err.startswith("asyncsim: error") and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err and out == ""
+
+
+def test_sharpness_json(capsys):
+    d, _ = run_json(capsys, ["sharpness", "--dataset", "quadratic", "--sharpness", "4.5", "--dim", "10",
+                             "--json"])
+    assert d["sharpness"] == pytest.approx(4.5, rel=1e-6) and d["converged"] is True
+
+
+def test_threshold_json_brackets_closed_form(capsys, traces):
+    tau = 2
+    astar = 2 * np.sin(np.pi / (4 * tau + 2))
+    d, _ = run_json(capsys, ["threshold", "--trace", str(traces["const"]), "--sharpness", "2",
+                             "--rtol", "0.01", "--json"])
+    assert d["sharpness"] == pytest.approx(2.0)
+    # finite (3,000-step) runs put the empirical edge slightly above α* (see test_train_sharpness)
+    assert astar * 0.99 <= d["alpha"] <= astar * 1.03
+    assert d["alpha_diverged"] >= d["alpha"]
+    assert isinstance(d["predictions"], dict)
+
+
+def test_train_from_scenario_file(capsys, tmp_path):
+    sc = tmp_path / "tiny.yaml"
+    sc.write_text("name: tiny\nseed: 3\nworkers:\n  - count: 4\n    compute: {dist: exponential, mean: 1.0}\n"
+                  "policy: {kind: async}\nstop: {updates: 1000}\n")
+    d, _ = run_json(capsys, ["train", str(sc), "--steps", "150", "--dataset", "teacher", "--model", "mlp:8",
+                             "--lr", "0.05", "--out", str(tmp_path / "o"), "--json"])
+    assert d["steps"] == 150 and d["trace"] == "tiny" and d["diverged"] is False
+    assert d["sim_time"] > 0

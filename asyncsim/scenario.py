@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .distributions import Constant, DistributionSpec
 from .errors import ScenarioError
+from .faults import FAULT_KINDS, Crash, FaultSpec, LinkFault, RandomCrash, Restart, Slowdown
 
 __all__ = ["Scenario", "load_scenario", "scenario_json_schema", "POLICY_KINDS"]
 
@@ -194,6 +195,8 @@ class Scenario(_Model):
     server: Server = Field(default_factory=Server, description="The parameter server (apply time).")
     policy: PolicySpec = Field(default_factory=AsyncPolicy, description="Synchronization policy (`kind:`).")
     stop: Stop = Field(default_factory=lambda: Stop(updates=10_000), description="When the run ends.")
+    faults: tuple[FaultSpec, ...] = Field(
+        default=(), description="Scheduled and random faults (crash, restart, slowdown, link, random_crash).")
     cost_per_worker_hour: Optional[float] = Field(
         default=None, ge=0, description="Price of one worker for one hour (turns time into money in plans).")
 
@@ -232,6 +235,17 @@ class Scenario(_Model):
                 for v in pl if isinstance(pl, list) else [pl]:
                     if str(v) not in nodes:
                         raise _FieldError(f"workers.{gi}.placement", f"node {v!r} is not in network.edges")
+        for fi, f in enumerate(self.faults):
+            ids = list(f.workers) if isinstance(f, Slowdown) else [f.worker] if hasattr(f, "worker") else []
+            for w in ids:
+                if w >= n:
+                    key = "workers" if isinstance(f, Slowdown) else "worker"
+                    raise _FieldError(f"faults.{fi}.{key}", f"worker {w} does not exist (there are {n} workers)")
+            if isinstance(f, RandomCrash) and f.group >= len(self.workers):
+                raise _FieldError(f"faults.{fi}.group",
+                                  f"group {f.group} does not exist (there are {len(self.workers)} groups)")
+            if isinstance(f, LinkFault) and net is None:
+                raise _FieldError(f"faults.{fi}", "a link fault needs a network")
         if isinstance(net, CustomNetwork):
             nodes = {e.u for e in net.edges} | {e.v for e in net.edges}
             if net.server not in nodes:
@@ -321,7 +335,7 @@ def set_dotted(data: dict, key: str, value: Any, *, source: str | None = None) -
 # ---------------------------------------------------------------- loading
 _TAGS = {
     "constant", "exponential", "shifted_exponential", "lognormal", "gamma", "uniform", "normal", "weibull",
-    "pareto", "empirical", "mixture", "star", "two_tier", "custom", *POLICY_KINDS,
+    "pareto", "empirical", "mixture", "star", "two_tier", "custom", *POLICY_KINDS, *FAULT_KINDS,
 }
 
 

@@ -15,19 +15,23 @@ Kinds (``kind:``)::
       - {kind: random_crash, group: 0,                              # per worker of worker group 0
          mtbf: {dist: exponential, mean: 3600}, repair: {dist: constant, value: 120}}
 
-Semantics (every engine implements these):
+Semantics (every event engine implements these; the full statement, with
+what each policy does, is docs/transfer-model.md, "Faults"):
 
-* **crash** at ``t``: the worker stops; the gradient it was computing or
-  pushing is *lost* (recorded with ``step = -2``). With ``restart_after`` (or a
-  later ``restart``) it comes back, pulls the current version and continues.
+* **crash** at ``t``: the worker stops; a gradient it was computing or
+  pushing is *lost* (recorded with ``step = -2``, ``t_done = t``); one that
+  already reached the server is not. With ``restart_after`` (or a later
+  ``restart``) it comes back, pulls the current version and continues;
+  otherwise it stays down for good.
 * **slowdown**: a gradient whose computation *starts* in ``[start, end)`` takes
-  ``factor`` times its drawn compute time.
+  ``factor`` times its drawn compute time (the same draw: common random numbers).
 * **link**: transfers to or from the worker that *start* in ``[start, end)``
-  see the worker's link bandwidth multiplied by ``factor``; ``factor: 0``
-  holds them until ``end``.
+  see the worker's own link (the hop at its end of the path) at ``factor``
+  times its bandwidth; ``factor: 0`` holds them until ``end``, then checks again.
 * **random_crash**: every worker of the group fails after an ``mtbf`` draw of
   up-time and is repaired after a ``repair`` draw, repeatedly, from its own
   ``faults`` random stream (adding workers never shifts others' failures).
+  Overlapping down intervals of one worker merge.
 """
 
 from __future__ import annotations

@@ -46,6 +46,13 @@ def plot_timeline(trace: Trace, path: str | Path, *, t_max: float | None = None,
         elif dropped:
             ax.text((a + b) / 2, w, "dropped" if c["step"][i] == -1 else "lost", ha="center", va="center",
                     fontsize=6, color="dimgray")
+    d = trace.down_intervals
+    for w, a, b in zip(d["worker"].tolist(), d["t_down"].tolist(), d["t_up"].tolist()):
+        if w < nw and a <= t_max:
+            b = t_max if not np.isfinite(b) else min(b, t_max)
+            ax.broken_barh([(a, b - a)], (w - 0.45, 0.9), facecolors="none", edgecolors="tab:red",
+                           hatch="///", linewidth=0.8)
+            ax.text((a + b) / 2, w, "down", ha="center", va="center", fontsize=7, color="tab:red")
     ax.set_xlim(0, t_max)
     ax.set_ylim(-0.7, nw - 0.3)
     ax.set_yticks(range(nw))
@@ -54,7 +61,7 @@ def plot_timeline(trace: Trace, path: str | Path, *, t_max: float | None = None,
     ax.set_xlabel("simulated time (s)")
     policy = (trace.scenario or {}).get("policy", {}).get("kind", "")
     ax.set_title(title or f"{(trace.scenario or {}).get('name', 'trace')} ({policy}): bars = computing a gradient, "
-                 "line = waiting to be applied, | = applied (label: staleness τ)", fontsize=10)
+                 "line = waiting to be applied, | = applied (label: staleness τ), hatched = down", fontsize=10)
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, tau_max / 0.9))
     fig.colorbar(sm, ax=ax, pad=0.01, label="staleness τ")
     fig.tight_layout()

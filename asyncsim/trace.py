@@ -319,6 +319,7 @@ class Trace:
             "utilisation_mean": float(util.mean()) if util.size else None,
             "utilisation_min": float(util.min()) if util.size else None,
             "down_intervals": int(len(self.down_intervals["worker"])),
+            "stalled": bool(self.meta.get("stalled", False)),
             "seed": self.seed,
         }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -49,6 +50,7 @@ def summary_table(title: str, s: dict) -> Table:
         ("updates", f(s["updates"], "{:,}")),
         ("gradients computed", f(s["gradients"], "{:,}")),
         ("gradients dropped", f(s["dropped"], "{:,}")),
+        ("gradients lost to faults", f(s["lost"], "{:,}")),
         ("simulated time", f(s["sim_time"], "{:.4g} s")),
         ("update rate", f(s["update_rate"], "{:.4g} /s")),
         ("gradient rate", f(s["gradient_rate"], "{:.4g} /s")),
@@ -92,6 +94,9 @@ def simulate(
     s["policy"] = sc.policy.kind
     s["trace"] = str(path) if path else None
     s["timeline"] = str(timeline) if timeline else None
+    if s["stalled"]:
+        sys.stderr.write(f"asyncsim: warning: the cluster stalled at t={s['sim_time']:.6g} s after "
+                         f"{s['updates']:,} updates: faults left the policy unable to complete an update\n")
     if json_out:
         print_json(s)
         return

@@ -88,10 +88,15 @@ def simulate(
             raise InputError(f"updates must be >= 1, got {updates}")
         sc = sc.model_copy(update={"stop": Stop(updates=int(updates))})
     name = choose_engine(sc, engine)
-    cols, sim_time, n_updates = _attr(name, 1)(sc, updates=sc.stop.updates, until=sc.stop.time,
-                                              progress=progress)
+    res = _attr(name, 1)(sc, updates=sc.stop.updates, until=sc.stop.time, progress=progress)
+    cols, sim_time, n_updates = res[:3]
+    extra = res[3] if len(res) > 3 else {}
     if progress is not None:
         progress(1.0)
+    meta: dict[str, Any] = {"policy": sc.policy.kind}
+    if extra.get("stalled"):
+        # the cluster could not make progress any more (faults): see docs/transfer-model.md
+        meta["stalled"] = True
     return Trace.from_columns(
         cols,
         n_workers=sc.n_workers,
@@ -99,5 +104,6 @@ def simulate(
         n_updates=n_updates,
         seed=sc.seed,
         scenario=sc.to_dict(),
-        meta={"policy": sc.policy.kind},
+        meta=meta,
+        down_intervals=extra.get("down_intervals"),
     )

@@ -16,8 +16,18 @@ Kernel interface used by the processes::
     env.process(gen)        start a process (returns a handle for interrupt)
     kernel.resource()       a FIFO link direction with request()/release(req),
                             scheduling exactly like ``simpy.Resource(capacity=1)``
-    kernel.interrupt(h)     interrupt a process waiting on a timeout
+    kernel.interrupt(h, c)  interrupt a process (cause c: "preempt" or "crash")
+    kernel.cancel(res, req) withdraw a link request not yet granted
     kernel.Interrupt        the exception class thrown into it
+
+Faults (scenarios with a ``faults:`` section; docs/transfer-model.md,
+"Faults"): :meth:`Model.start_faults` starts one fault process per worker
+that ever goes down. At a crash it records the worker's gradient as lost if
+the worker was *active* (pulling, computing or pushing — ``active[w]``) and
+had started computing (``cur[w]``), and interrupts it with cause ``"crash"``;
+a worker whose gradient has reached the server is never interrupted (its
+gradient is not lost). Workers check ``down[w]`` before each pull and wait
+for ``up_ev[w]``. The policies get ``on_crash``/``on_up`` callbacks.
 """
 
 from __future__ import annotations
@@ -34,7 +44,11 @@ from ..network import build_network
 from ..rng import BlockSampler, Streams
 from ..scenario import Scenario
 
-__all__ = ["Model", "async_columns"]
+__all__ = ["Model", "async_columns", "CRASH", "PREEMPT"]
+
+#: interrupt causes
+CRASH = "crash"
+PREEMPT = "preempt"
 
 #: draws converted to Python floats at a time per stream (small: 512 workers'
 #: worth of prefetched floats stays in cache)
@@ -143,6 +157,24 @@ class Model:
         self._c_ta = array.array("d")
         #: set by a policy that records only (worker, t_done, t_applied): see async_columns
         self.async_compact = False
+        # faults (None and unused without a faults: section)
+        self.stalled = False
+        self.faults = None
+        self.down_rows: list[list] = []
+        if sc.faults:
+            from ..faults import FaultTimeline
+
+            self.faults = FaultTimeline(sc.faults, n, sc.worker_groups(),
+                                        streams)
+            self.down = [False] * n
+            self.perm_down = [False] * n
+            self.up_ev: list = [None] * n
+            self.active = [False] * n
+            self.cur: list = [None] * n
+            self._open_down: list = [None] * n
+            self.transfer = self._transfer_faults
+            self.graph = self.network.graph if self.network is not None else None
+            self.nbytes = float(sc.model_bytes)
         #: the six column appenders (step, worker, read_version, t_read, t_done, t_applied)
         self.appenders = (self._c_step.append, self._c_worker.append, self._c_rv.append, self._c_tr.append,
                           self._c_td.append, self._c_ta.append)
@@ -201,6 +233,93 @@ class Model:
         self._c_td.append(td)
         self._c_ta.append(math.nan)
 
+    def lost(self, w: int, rv: int, tr: float, t: float) -> None:
+        """Record a gradient lost to a crash at ``t`` (step -2, t_applied NaN)."""
+        if self.done:
+            return
+        self._c_step.append(-2)
+        self._c_worker.append(w)
+        self._c_rv.append(rv)
+        self._c_tr.append(tr)
+        self._c_td.append(t)
+        self._c_ta.append(math.nan)
+
+    # ------------------------------------------------------------------ faults
+    def start_faults(self, policy) -> None:
+        """Start the fault processes (after the policy's processes)."""
+        self.policy = policy
+        if self.faults is None:
+            return
+        for w in range(self.n):
+            if self.faults.next_down(w, 0.0) is not None:
+                self.env.process(self._fault_proc(w))
+
+    def _fault_proc(self, w: int):
+        """Worker ``w``'s down intervals, one after another (the timeline is exogenous)."""
+        env = self.env
+        tl = self.faults
+        t = 0.0
+        while True:
+            iv = tl.next_down(w, t)
+            if iv is None:
+                return
+            a, b = iv
+            if a > env.now:
+                yield env.timeout(a - env.now)
+            self.crash(w, b)
+            if b == math.inf:
+                return
+            yield env.timeout(b - env.now)
+            self.restore(w)
+            t = b
+
+    def crash(self, w: int, t_up: float) -> None:
+        """Worker ``w`` goes down now (until ``t_up``; ``inf``: for good)."""
+        now = self.env.now
+        self.down[w] = True
+        self.perm_down[w] = t_up == math.inf
+        self.up_ev[w] = self.env.event()
+        if not self.done:
+            row = [w, now, math.nan]
+            self.down_rows.append(row)
+            self._open_down[w] = row
+        if self.active[w]:
+            self.active[w] = False
+            cur = self.cur[w]
+            if cur is not None:
+                self.lost(w, cur[0], cur[1], now)
+                self.cur[w] = None
+            self.kernel.interrupt(self.procs[w], CRASH)
+        self.policy.on_crash(self, w)
+
+    def restore(self, w: int) -> None:
+        """Worker ``w`` is back up now: wake it (it pulls the current version)."""
+        self.down[w] = False
+        row = self._open_down[w]
+        if row is not None and not self.done:
+            row[2] = self.env.now
+        self._open_down[w] = None
+        ev = self.up_ev[w]
+        self.up_ev[w] = None
+        self.policy.on_up(self, w)
+        ev.succeed()
+
+    def stall(self) -> None:
+        """No update can ever happen again (faults): end the run now, cleanly."""
+        if self.done:
+            return
+        self.stalled = True
+        self.t_last = self.env.now
+        self.done = True
+        self.stop_cb()
+
+    def down_intervals(self) -> dict[str, np.ndarray]:
+        """The down-interval side table (t_up NaN: still down at the end of the run)."""
+        rows = self.down_rows
+        return {"worker": np.array([r[0] for r in rows], dtype=np.int32),
+                "t_down": np.array([r[1] for r in rows], dtype=np.float64),
+                "t_up": np.array([r[2] for r in rows], dtype=np.float64)}
+
     def columns(self) -> dict[str, np.ndarray]:
         """The recorded rows as trace columns."""
         if self.async_compact:
@@ -250,6 +369,69 @@ class Model:
                 lat += h if h.__class__ is float else h()
         if lat > 0.0:
             yield self.env.timeout(lat)
+
+    def _fault_hold(self, w: int, route, f: float) -> float:
+        """Link hold time with worker ``w``'s own link (the hop at its end of the
+        path) at ``f`` times its bandwidth."""
+        path = route.path
+        if not route.links or len(path) < 2:
+            return route.hold
+        g = self.graph
+        hops = list(zip(path[:-1], path[1:]))
+        own = hops[-1] if route is self.pull_routes[w] else hops[0]
+        bw = min(g.edges[a, b]["bandwidth_gbps"] * (f if (a, b) == own else 1.0) for a, b in hops)
+        return self.nbytes * 8.0 / (bw * 1e9)
+
+    def _transfer_faults(self, w: int, route, hops: list):
+        """:meth:`transfer` with link faults and crash clean-up.
+
+        A transfer starting while worker ``w``'s link is down (factor 0) waits
+        until the window ends and checks again; otherwise its hold time uses
+        the worker's own link at the window's bandwidth factor. Interrupted by
+        a crash, it withdraws its pending link request and releases the links
+        it holds, then lets the interrupt propagate.
+        """
+        env = self.env
+        tl = self.faults
+        while True:
+            f, until = tl.link_factor(w, env.now)
+            if until > env.now:
+                yield env.timeout(until - env.now)
+            else:
+                break
+        hold = route.hold if f == 1.0 else self._fault_hold(w, route, f)
+        links = route.links
+        res = self.links
+        reqs: list = []
+        pending = None
+        try:
+            if links:
+                for li in links:
+                    pending = req = res[li].request()
+                    yield req
+                    pending = None
+                    reqs.append((li, req))
+                yield env.timeout(hold)
+                held, reqs = reqs, []
+                for li, req in held:
+                    res[li].release(req)
+        except self.kernel.Interrupt:
+            if pending is not None:
+                li = links[len(reqs)]
+                if pending.triggered:
+                    res[li].release(pending)
+                else:
+                    self.kernel.cancel(res[li], pending)
+            for li, req in reqs:
+                res[li].release(req)
+            raise
+        lat = route.fixed_latency
+        if lat is None:
+            lat = 0.0
+            for h in hops:
+                lat += h if h.__class__ is float else h()
+        if lat > 0.0:
+            yield env.timeout(lat)
 
     # ------------------------------------------------------------------ server
     def acquire_server(self):

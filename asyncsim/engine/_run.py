@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from ..policies import policy_for
 
 
@@ -11,10 +15,35 @@ def prepare(sc):
 
 
 def finish(m):
-    """Columns and simulated time of a finished :class:`Model` run."""
+    """``(columns, sim_time, n_updates, extra)`` of a finished :class:`Model` run.
+
+    ``extra``: ``down_intervals`` (the side table) and ``stalled`` (the run
+    ended because no update could ever happen again: see docs/transfer-model.md,
+    "Faults"). A run whose event queue emptied before its stop stalled too;
+    its ``sim_time`` is the time of the last thing that happened (an apply, a
+    drop, a loss, a crash or a restart)."""
     cols = m.columns()
-    if m.stop_time is not None and not m.done:
+    env = m.env
+    if not m.done and env.peek() == math.inf:
+        m.stalled = True
+        times = [0.0]
+        ta = cols["t_applied"]
+        if len(ta):
+            fin = np.isfinite(ta)
+            if fin.any():
+                times.append(float(ta[fin].max()))
+            if (~fin).any():
+                times.append(float(cols["t_done"][~fin].max()))
+        for row in m.down_rows:
+            times += [x for x in row[1:] if not math.isnan(x)]
+        m.t_last = max(times)
+    if m.stalled:
+        sim_time = float(m.t_last)
+    elif m.stop_time is not None and not m.done:
         sim_time = float(m.stop_time)
     else:
         sim_time = float(m.t_last)
-    return cols, sim_time, m.version
+    extra = {"stalled": m.stalled}
+    if m.faults is not None:
+        extra["down_intervals"] = m.down_intervals()
+    return cols, sim_time, m.version, extra

@@ -44,6 +44,10 @@ _NORMAL0 = 1 << 62  # NORMAL keys count up from here, URGENT keys from 0
 class Interrupt(Exception):
     """Thrown into a process by :meth:`HeapKernel.interrupt` (like ``simpy.Interrupt``)."""
 
+    @property
+    def cause(self):
+        return self.args[0] if self.args else None
+
 
 class _Stop(Exception):
     """Raised by the model when the run's last update has been applied."""
@@ -129,10 +133,16 @@ class HeapKernel:
     def resource(self) -> Resource:
         return Resource(self)
 
-    def interrupt(self, gen) -> None:
-        heappush(self._heap, (self.now, self._urgent(), lambda: self._interrupt(gen)))
+    def interrupt(self, gen, cause=None) -> None:
+        heappush(self._heap, (self.now, self._urgent(), lambda: self._interrupt(gen, cause)))
 
-    def _interrupt(self, gen) -> None:
+    @staticmethod
+    def cancel(resource, req) -> None:
+        """Withdraw a request not yet granted (``simpy.Request.cancel``)."""
+        if not req.triggered:
+            resource.queue.remove(req)
+
+    def _interrupt(self, gen, cause=None) -> None:
         if gen.gi_frame is None:  # finished
             return
         cancelled = self._cancelled
@@ -140,14 +150,17 @@ class HeapKernel:
             if entry[2] is gen and entry[1] not in cancelled:
                 cancelled.add(entry[1])
                 break
-        else:  # pragma: no cover - the policies interrupt only during a timeout
-            raise NotImplementedError("interrupting a process that waits on an event")
+        else:
+            self._detach(gen)
         try:
-            y = gen.throw(Interrupt())
+            y = gen.throw(Interrupt(cause))
         except StopIteration:
             return
         if y is not None:
             self._wait(gen, y)
+
+    def _detach(self, gen) -> None:  # pragma: no cover - the policies interrupt only during a timeout
+        raise NotImplementedError("interrupting a process that waits on an event")
 
     def _wait(self, gen, y) -> None:
         """``gen`` yielded ``y``: a delay (float) or an event to wait for; an event
@@ -211,6 +224,37 @@ class HeapKernel:
         return self._heap[0][0] if self._heap else math.inf
 
 
+class FaultHeapKernel(HeapKernel):
+    """:class:`HeapKernel` that remembers which event each process waits on, so a
+    crash can interrupt a process queued for a link (SimPy removes the process
+    from its target's callbacks; here it leaves the event's waiter list). Used
+    only for scenarios with faults, keeping the plain kernel's wait path lean."""
+
+    def __init__(self):
+        super().__init__()
+        self._target: dict = {}
+
+    def _detach(self, gen) -> None:
+        ev = self._target.get(gen)
+        if ev is None or ev.waiters is None or gen not in ev.waiters:  # pragma: no cover - defensive
+            raise RuntimeError("interrupted process waits on nothing")
+        ev.waiters.remove(gen)
+
+    def _wait(self, gen, y) -> None:
+        while True:
+            if type(y) is float:
+                heappush(self._heap, (self.now + y, self._normal(), gen))
+                return
+            if y.waiters is not None:
+                y.waiters.append(gen)
+                self._target[gen] = y
+                return
+            try:
+                y = gen.send(None)
+            except StopIteration:
+                return
+
+
 def _raise_stop() -> None:
     raise _Stop
 
@@ -224,14 +268,15 @@ def run_heap(sc, *, updates, until, progress=None):
     from ..policies import KAsync
 
     policy = prepare(sc)
-    if isinstance(policy, KAsync) and policy.k == 1:
+    if isinstance(policy, KAsync) and policy.k == 1 and not sc.faults:
         from ._heap_async import run_async_loop
 
         return run_async_loop(sc, updates=updates, until=until, progress=progress)
-    kernel = HeapKernel()
+    kernel = FaultHeapKernel() if sc.faults else HeapKernel()
     m = Model(sc, kernel, updates=updates, until=until, progress=progress)
     m.stop_cb = _raise_stop
     policy.start(m)
+    m.start_faults(policy)
     try:
         if until is None:
             kernel.run()

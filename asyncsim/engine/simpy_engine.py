@@ -28,8 +28,13 @@ class SimpyKernel:
         return simpy.Resource(self.env, capacity=1)
 
     @staticmethod
-    def interrupt(proc) -> None:
-        proc.interrupt()
+    def interrupt(proc, cause=None) -> None:
+        proc.interrupt(cause)
+
+    @staticmethod
+    def cancel(resource, req) -> None:
+        """Withdraw a request not yet granted."""
+        req.cancel()
 
 
 def run_simpy(sc, *, updates, until, progress=None):
@@ -41,14 +46,23 @@ def run_simpy(sc, *, updates, until, progress=None):
     stop = env.event()
     m.stop_cb = stop.succeed
     policy.start(m)
+    m.start_faults(policy)
     if until is None:
-        env.run(until=stop)
+        try:
+            env.run(until=stop)
+        except RuntimeError:
+            # "No scheduled events left but until event was not triggered": the
+            # cluster stalled (faults); anything else is a real error
+            if env.peek() != float("inf"):
+                raise
     elif updates is not None:
         # both stops: whichever comes first
         step, peek = env.step, env.peek
         while not m.done and peek() <= until:
             step()
     else:
+        # a stall (faults) ends the run early: stop env.run(until=t) at the stop event
+        stop.callbacks.append(simpy.core.StopSimulation.callback)
         # Events at exactly `until` are processed (run(until=t) stops before them).
         chunks = 200 if progress is not None else 1
         for i in range(1, chunks + 1):

@@ -95,6 +95,10 @@ def _why_round_robin(sc) -> str | None:
 
 def why_not_vectorisable(sc) -> str | None:
     """``None`` if the vectorised engine supports ``sc``, else the reason (one line)."""
+    if sc.faults:
+        return "the scenario has faults (crashes and slowdowns make workers wait on the fault timeline)"
+    if getattr(sc.policy, "timeout", None) is not None:
+        return "sync with a timeout (the round may close early)"
     entry = _SUPPORT.get(sc.policy.kind)
     if entry is None:
         return f"policy {sc.policy.kind!r} is not vectorised (workers wait on each other)"

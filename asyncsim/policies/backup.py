@@ -6,6 +6,9 @@ from .base import Policy, register
 
 __all__ = ["Backup", "Sync"]
 
+_CRASH = "crash"
+_PREEMPT = "preempt"
+
 
 @register
 class Backup(Policy):
@@ -21,6 +24,15 @@ class Backup(Policy):
     flight when the round closed finishes the push; its row is dropped on
     arrival (t_done = its real compute end) and it pulls as soon as the new
     version exists.
+
+    Faults (docs/transfer-model.md, "Faults"): a crashed worker simply does
+    not arrive, so up to N − K losses per round are absorbed; a restarted
+    worker pulls the current version and may still make its round. When fewer
+    workers than the round still needs can ever arrive (permanent crashes),
+    the run stalls: it ends at once with ``stalled``. ``sync`` with a
+    ``timeout`` closes a round ``timeout`` seconds after it opened with the
+    gradients it has (at the next arrival if it has none) and never stalls
+    while a worker lives.
     """
 
     kind = "backup"
@@ -28,6 +40,9 @@ class Backup(Policy):
     def __init__(self, scenario):
         super().__init__(scenario)
         self.k = self._k()
+        #: gradients that close the current round (k, or 1 once a sync timeout fired)
+        self.k_eff = self.k
+        self.timeout = getattr(self.spec, "timeout", None)
         self.arrived: list = []
         self.open = True
         self.round_ev = None
@@ -42,7 +57,35 @@ class Backup(Policy):
     def start(self, m) -> None:
         self.round_ev = m.env.event()
         super().start(m)
+        if self.timeout is not None:
+            m.env.process(self._timer(m, 0))
 
+    # ------------------------------------------------------------------ faults
+    def on_crash(self, m, w: int) -> None:
+        self.computing[w] = False  # its gradient was recorded lost by the model
+        if m.perm_down[w]:
+            self._check_stall(m)
+
+    def _check_stall(self, m) -> None:
+        """Stall when the open round can never collect its K gradients (no timeout)."""
+        if self.timeout is not None or m.faults is None or not self.open:
+            return
+        have = {r[0] for r in self.arrived}
+        possible = len(self.arrived) + sum(1 for j in range(self.n) if not m.perm_down[j] and j not in have)
+        if possible < self.k:
+            m.stall()
+
+    def _timer(self, m, v: int):
+        """Sync timeout of round ``v``: close it with what has arrived, or at the next arrival."""
+        yield m.env.timeout(self.timeout)
+        if m.version != v or not self.open:
+            return
+        if self.arrived:
+            yield from self._close(m)
+        else:
+            self.k_eff = 1
+
+    # ------------------------------------------------------------------ worker
     def worker(self, m, w):
         env = m.env
         timeout = env.timeout
@@ -50,30 +93,44 @@ class Backup(Policy):
         pull, push = m.pull_routes[w], m.push_routes[w]
         pull_hops = m.pull_hops[w] if pull is not None else None
         push_hops = m.push_hops[w] if push is not None else None
-        k = self.k
-        n = self.n
         computing = self.computing
         Interrupt = m.kernel.Interrupt
-        interrupt = m.kernel.interrupt
+        faulty = m.faults is not None
         while True:
+            if faulty:
+                while m.down[w]:
+                    yield m.up_ev[w]
+                m.active[w] = True
             rv = m.version
-            if pull is not None:
-                yield from m.transfer(w, pull, pull_hops)
-            t_read = env.now
-            self.cur_rv[w] = rv
-            self.cur_tread[w] = t_read
-            computing[w] = True
             try:
-                yield timeout(comp())
+                if pull is not None:
+                    yield from m.transfer(w, pull, pull_hops)
+                t_read = env.now
+                self.cur_rv[w] = rv
+                self.cur_tread[w] = t_read
+                computing[w] = True
+                d = comp()
+                if faulty:
+                    m.cur[w] = (rv, t_read)
+                    d *= m.faults.compute_factor(w, t_read)
+                try:
+                    yield timeout(d)
+                except Interrupt as e:
+                    if e.cause == _CRASH:
+                        raise
+                    # Preempted: the closing worker recorded our row; wait for the new version.
+                    if m.version == rv:
+                        yield self.round_ev
+                    continue
+                computing[w] = False
+                t_done = env.now
+                if push is not None:
+                    yield from m.transfer(w, push, push_hops)
             except Interrupt:
-                # Preempted: the closing worker recorded our row; wait for the new version.
-                if m.version == rv:
-                    yield self.round_ev
-                continue
-            computing[w] = False
-            t_done = env.now
-            if push is not None:
-                yield from m.transfer(w, push, push_hops)
+                continue  # crashed (faults): the model recorded the loss; wait until back up
+            if faulty:  # arrived at the server: a crash from here on loses nothing
+                m.active[w] = False
+                m.cur[w] = None
             if not (self.open and m.version == rv):
                 # Late: the round closed while we were pushing.
                 m.dropped(w, rv, t_read, t_done)
@@ -82,36 +139,51 @@ class Backup(Policy):
                 continue
             arrived = self.arrived
             arrived.append((w, rv, t_read, t_done))
-            if len(arrived) < k:
+            if len(arrived) < self.k_eff:
                 yield self.round_ev
                 continue
-            # This arrival closes the round: preempt the workers still computing
-            # (in worker order), then apply the K gradients.
-            self.open = False
-            now = env.now
-            for j in range(n):
-                if computing[j]:
-                    computing[j] = False
-                    m.dropped(j, self.cur_rv[j], self.cur_tread[j], now)
-                    interrupt(m.procs[j])
-            if m.server_busy:  # never in practice: rounds do not overlap
-                ev = env.event()
-                m.server_queue.append(ev)
-                yield ev
-            else:
-                m.server_busy = True
-            d = m.apply_next()
-            if d > 0.0:
-                yield timeout(d)
-            rows = arrived[:]
-            arrived.clear()
-            ev = self.round_ev
-            self.round_ev = env.event()
-            self.open = True
-            m.applied(rows, env.now)
-            m.release_server()
-            ev.succeed()
-            # the closing worker pulls at once; the others when ev is processed
+            yield from self._close(m)
+            # the closing worker pulls at once; the others when the round event is processed
+
+    def _close(self, m):
+        """Generator: close the round now: preempt the workers still computing (in
+        worker order), then apply the gradients that arrived."""
+        env = m.env
+        self.open = False
+        now = env.now
+        computing = self.computing
+        faulty = m.faults is not None
+        interrupt = m.kernel.interrupt
+        for j in range(self.n):
+            if computing[j]:
+                computing[j] = False
+                m.dropped(j, self.cur_rv[j], self.cur_tread[j], now)
+                if faulty:
+                    m.active[j] = False
+                    m.cur[j] = None
+                interrupt(m.procs[j], _PREEMPT)
+        if m.server_busy:  # never in practice: rounds do not overlap
+            ev = env.event()
+            m.server_queue.append(ev)
+            yield ev
+        else:
+            m.server_busy = True
+        d = m.apply_next()
+        if d > 0.0:
+            yield env.timeout(d)
+        rows = self.arrived[:]
+        self.arrived.clear()
+        ev = self.round_ev
+        self.round_ev = env.event()
+        self.open = True
+        self.k_eff = self.k
+        m.applied(rows, env.now)
+        m.release_server()
+        ev.succeed()
+        if self.timeout is not None:
+            env.process(self._timer(m, m.version))
+        if faulty and any(m.perm_down):
+            self._check_stall(m)
 
 
 @register
@@ -120,7 +192,10 @@ class Sync(Backup):
 
     Every worker pulls version v, computes and pushes; when all N gradients
     have arrived the server applies their mean (one apply draw) and everyone
-    pulls v + 1. ``timeout`` (faults) is not modelled by this engine.
+    pulls v + 1. With ``timeout: T`` a round still open T seconds after it
+    opened closes with the gradients that have arrived (at the next arrival if
+    none has); the workers still computing are preempted and late pushes
+    dropped, exactly like backup stragglers.
     """
 
     kind = "sync"

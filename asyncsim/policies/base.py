@@ -47,6 +47,43 @@ class Policy:
         for w in range(self.n):
             m.procs.append(m.env.process(self.worker(m, w)))
 
+    # ----------------------------------------------------------------- faults
+    def on_crash(self, m, w: int) -> None:
+        """Worker ``w`` just went down (``m.perm_down[w]``: for good). Default: nothing."""
+
+    def on_up(self, m, w: int) -> None:
+        """Worker ``w`` is back up (called before it is woken). Default: nothing."""
+
+    @staticmethod
+    def work_with_faults(m, w: int, comp, pull, pull_hops, push, push_hops):
+        """Generator, faults only: the worker side of one gradient.
+
+        Waits while ``w`` is down, then pulls the current version, computes
+        (the draw times the slowdown factor at the compute start) and pushes.
+        Returns ``(read_version, t_read, t_done)`` once the gradient has
+        arrived at the server, or ``None`` if a crash interrupted it (the fault
+        process has recorded the lost gradient; the caller starts over).
+        """
+        env = m.env
+        while m.down[w]:
+            yield m.up_ev[w]
+        m.active[w] = True
+        try:
+            rv = m.version
+            if pull is not None:
+                yield from m.transfer(w, pull, pull_hops)
+            t_read = env.now
+            m.cur[w] = (rv, t_read)
+            yield env.timeout(comp() * m.faults.compute_factor(w, t_read))
+            t_done = env.now
+            if push is not None:
+                yield from m.transfer(w, push, push_hops)
+        except m.kernel.Interrupt:
+            return None
+        m.active[w] = False
+        m.cur[w] = None
+        return rv, t_read, t_done
+
     def worker(self, m, w: int):  # pragma: no cover - abstract
         """Generator: worker ``w``'s process."""
         raise NotImplementedError

@@ -32,7 +32,7 @@ class KAsync(Policy):
     def start(self, m) -> None:
         # Without transfers, async rows can be recorded as (worker, t_done, t_applied)
         # and the rest derived (asyncsim.engine._model.async_columns).
-        m.async_compact = self.k == 1 and m.network is None
+        m.async_compact = self.k == 1 and m.network is None and m.faults is None
         if m.async_compact:
             m.procs = [m.env.process(self._worker_plain(m, w)) for w in range(self.n)]
         else:
@@ -88,18 +88,27 @@ class KAsync(Policy):
         queue = m.server_queue
         a_step, a_w, a_rv, a_tr, a_td, a_ta = m.appenders
         compact = m.async_compact
+        faulty = m.faults is not None
+        work = self.work_with_faults
         now = env.now
         while True:
-            rv = m.version                      # the server sends its current version
-            if pull is not None:
-                yield from m.transfer(w, pull, pull_hops)
-                t_read = env.now
+            if faulty:
+                r = yield from work(m, w, comp, pull, pull_hops, push, push_hops)
+                if r is None:  # crashed: start over once back up
+                    continue
+                rv, t_read, t_done = r
             else:
-                t_read = now                    # the ack time (inlined for performance)
-            yield timeout(comp())
-            t_done = env.now
-            if push is not None:
-                yield from m.transfer(w, push, push_hops)
+                rv = m.version                      # the server sends its current version
+                if pull is not None:
+                    yield from m.transfer(w, pull, pull_hops)
+                    t_read = env.now
+                else:
+                    t_read = now                    # the ack time (inlined for performance)
+                yield timeout(comp())
+                t_done = env.now
+                if push is not None:
+                    yield from m.transfer(w, push, push_hops)
+            # the gradient has arrived at the server: a crash from here on loses nothing
             if k == 1:
                 # inlined for performance: acquire the server, apply, record, release
                 if m.server_busy:

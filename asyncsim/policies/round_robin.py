@@ -17,6 +17,11 @@ class RoundRobin(Policy):
     from version 0, so the first N − 1 updates have staleness equal to their
     step (warm-up) and every later gradient has staleness exactly N − 1
     (Giladi et al. 2020, the constant-delay model τ = N − 1).
+
+    Faults: the turn passes over a worker that is down and has no gradient
+    waiting at the server (at its crash if it holds the turn, and whenever the
+    turn moves on); a gradient that reached the server before its worker
+    crashed is still applied at its turn.
     """
 
     kind = "round_robin"
@@ -25,6 +30,32 @@ class RoundRobin(Policy):
         super().__init__(scenario)
         self.turn = 0
         self.waiting = [None] * self.n
+        #: faults: the turn's holder has been let through and not yet applied
+        self.serving = False
+
+    def _settle(self, m) -> None:
+        """Faults: move the turn past absent workers (down, nothing at the server);
+        release the holder's waiting gradient if there is one."""
+        n = self.n
+        for _ in range(n):
+            j = self.turn
+            ev = self.waiting[j]
+            if ev is not None:
+                self.waiting[j] = None
+                self.serving = True
+                ev.succeed()
+                return
+            if not m.down[j]:
+                return
+            self.turn = (j + 1) % n
+
+    def on_crash(self, m, w: int) -> None:
+        if not self.serving:
+            self._settle(m)
+
+    def on_up(self, m, w: int) -> None:
+        if not self.serving:
+            self._settle(m)
 
     def worker(self, m, w):
         env = m.env
@@ -36,7 +67,28 @@ class RoundRobin(Policy):
         push_hops = m.push_hops[w] if push is not None else None
         n = self.n
         waiting = self.waiting
+        faulty = m.faults is not None
         while True:
+            if faulty:
+                r = yield from self.work_with_faults(m, w, comp, pull, pull_hops, push, push_hops)
+                if r is None:  # crashed: start over once back up
+                    continue
+                rv, t_read, t_done = r
+                if self.turn != w or self.serving:
+                    ev = env.event()
+                    waiting[w] = ev
+                    yield ev
+                self.serving = True
+                yield from m.acquire_server()
+                d = apply_next()
+                if d > 0.0:
+                    yield timeout(d)
+                m.applied1(w, rv, t_read, t_done, env.now)
+                m.release_server()
+                self.serving = False
+                self.turn = (w + 1) % n
+                self._settle(m)
+                continue
             rv = m.version
             if pull is not None:
                 yield from m.transfer(w, pull, pull_hops)

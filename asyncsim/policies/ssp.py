@@ -34,8 +34,32 @@ class SSP(Policy):
         self.gate = m.env.event()
         super().start(m)
 
+    def _live_min(self, m) -> None:
+        """Faults: recompute the minimum clock over live workers; open the gate if it rose."""
+        live = [c for c, d in zip(self.clock, m.down) if not d]
+        new = min(live) if live else 1 << 62
+        old = self.min_clock
+        self.min_clock = new
+        if new > old:
+            gate = self.gate
+            self.gate = m.env.event()
+            gate.succeed()
+
+    def on_crash(self, m, w: int) -> None:
+        self._live_min(m)
+
+    def on_up(self, m, w: int) -> None:
+        others = [c for j, (c, d) in enumerate(zip(self.clock, m.down)) if not d and j != w]
+        if others:
+            self.clock[w] = max(self.clock[w], min(others))
+        self._live_min(m)
+
     def _tick(self, m, w: int) -> None:
         """Worker w's gradient was applied: advance its clock and maybe the minimum."""
+        if m.faults is not None:
+            self.clock[w] += 1
+            self._live_min(m)
+            return
         c = self.clock[w]
         self.clock[w] = c + 1
         if c == self.min_clock:
@@ -57,17 +81,31 @@ class SSP(Policy):
         push_hops = m.push_hops[w] if push is not None else None
         s = self.s
         clock = self.clock
+        faulty = m.faults is not None
         while True:
-            while self.min_clock < clock[w] - s:
-                yield self.gate
-            rv = m.version
-            if pull is not None:
-                yield from m.transfer(w, pull, pull_hops)
-            t_read = env.now
-            yield timeout(comp())
-            t_done = env.now
-            if push is not None:
-                yield from m.transfer(w, push, push_hops)
+            if faulty:
+                while True:
+                    while m.down[w]:
+                        yield m.up_ev[w]
+                    while self.min_clock < clock[w] - s:
+                        yield self.gate
+                    if not m.down[w]:
+                        break
+                r = yield from self.work_with_faults(m, w, comp, pull, pull_hops, push, push_hops)
+                if r is None:  # crashed: start over once back up
+                    continue
+                rv, t_read, t_done = r
+            else:
+                while self.min_clock < clock[w] - s:
+                    yield self.gate
+                rv = m.version
+                if pull is not None:
+                    yield from m.transfer(w, pull, pull_hops)
+                t_read = env.now
+                yield timeout(comp())
+                t_done = env.now
+                if push is not None:
+                    yield from m.transfer(w, push, push_hops)
             yield from m.acquire_server()
             d = apply_next()
             if d > 0.0:

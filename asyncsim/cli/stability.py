@@ -1,0 +1,134 @@
+"""``asyncsim stability`` (α* by criterion and a learning rate) and ``asyncsim figures``.
+
+Default criterion: ``all`` when the source is a trace or a scenario (mean, mean-square and trace),
+and ``all`` for ``--pmf`` too, which there means mean and mean-square (the trace criterion needs a
+trace). ``--json`` keys: ``alpha_star`` (the named criterion's α*, or with ``all`` the
+conservative one), ``criterion``, ``alpha_star_by_criterion``, ``conservative``, ``lr`` (when
+``--base-lr`` or ``--sharpness`` is given), ``warnings``, ``staleness_mean``, ``source``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import InputError
+from ._app import app
+from ._common import console, fail, print_json, user_errors
+
+_CRITERIA = ("mean", "mean-square", "trace", "all")
+_NOTES = {
+    "mean": "first moment, i.i.d. delays (the paper's)",
+    "mean-square": "second moment, i.i.d. delays",
+    "trace": "actual delay sequence (Lyapunov exponent)",
+}
+
+
+def _load_source(scenario: Optional[Path], trace: Optional[Path], pmf: Optional[str],
+                 updates: Optional[int], seed: Optional[int]):
+    given = [x is not None for x in (scenario, trace, pmf)]
+    if sum(given) != 1:
+        fail("give exactly one of SCENARIO, --trace PATH or --pmf SPEC")
+    if pmf is not None:
+        from ..stability.families import parse_pmf_spec
+
+        return parse_pmf_spec(pmf), f"pmf {pmf}"
+    if trace is not None:
+        from ..trace import Trace
+
+        return Trace.load(trace), f"trace {trace}"
+    import asyncsim
+
+    sc = asyncsim.load_scenario(scenario)
+    return asyncsim.simulate(sc, updates=updates, seed=seed), f"scenario {scenario}"
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float) and not math.isfinite(v):
+        return "∞" if v > 0 else "–"
+    return f"{v:.4g}"
+
+
+@app.command()
+def stability(
+    scenario: Optional[Path] = typer.Argument(None, help="Scenario YAML file (simulated first).",
+                                              show_default=False),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="A trace file (.parquet, .npz, .csv)."),
+    pmf: Optional[str] = typer.Option(None, "--pmf",
+                                      help="A named delay pmf: constant:T, uniform:LO:HI, gaussian:MU, geometric:N."),
+    criterion: str = typer.Option("all", "--criterion", "-c",
+                                  help="mean | mean-square | trace | all (trace needs a trace or scenario)."),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | momentum | shifted"),
+    momentum: float = typer.Option(0.0, "--momentum", "-m", help="Momentum m (0 <= m < 1)."),
+    base_lr: Optional[float] = typer.Option(None, "--base-lr",
+                                            help="S-SGD learning rate η0 (taken at GD's edge, a = 2/η0)."),
+    sharpness: Optional[float] = typer.Option(None, "--sharpness", help="Measured sharpness a = λmax(Hessian)."),
+    updates: Optional[int] = typer.Option(None, "--updates", "-n", min=1,
+                                          help="Updates to simulate for a scenario (default: its stop)."),
+    seed: Optional[int] = typer.Option(None, "--seed", "-s", min=0, help="Seed for a scenario's simulation."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Largest stable α = a·η for a delay distribution, by criterion, and a learning rate."""
+    with user_errors():
+        from ..stability import CRITERIA, analyze
+        from ..stability.characteristic import check_optimizer
+
+        if criterion not in _CRITERIA:
+            raise InputError(f"--criterion must be one of {', '.join(_CRITERIA)}, got {criterion!r}")
+        if base_lr is not None and sharpness is not None:
+            raise InputError("--base-lr and --sharpness are exclusive: give one")
+        for v, what in ((base_lr, "--base-lr"), (sharpness, "--sharpness")):
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise InputError(f"{what} must be a finite number > 0, got {v}")
+        check_optimizer(optimizer, momentum)
+        source, desc = _load_source(scenario, trace, pmf, updates, seed)
+        crits = CRITERIA if criterion == "all" else (criterion,)
+        rep = analyze(source, criteria=crits, optimizer=optimizer, momentum=momentum,
+                      base_lr=base_lr, sharpness=sharpness)
+    out = rep.to_dict()
+    out["criterion"] = criterion
+    if criterion != "all":
+        out["alpha_star"] = rep.alpha_star[criterion]
+    out["source"] = desc
+    if json_out:
+        print_json(out)
+        return
+    title = f"Stability of {desc} ({optimizer}" + (f", m = {momentum:g}" if optimizer != "sgd" else "") + ")"
+    t = Table(title=title, header_style="bold")
+    t.add_column("criterion")
+    t.add_column("α* = a·η", justify="right")
+    if rep.lr is not None:
+        t.add_column("learning rate", justify="right")
+    t.add_column("notes")
+    for name, a in rep.alpha_star.items():
+        note = _NOTES[name] + ("  ← conservative" if name == rep.conservative and len(rep.alpha_star) > 1 else "")
+        row = [name, _fmt(a)] + ([_fmt(rep.lr[name])] if rep.lr is not None else []) + [note]
+        t.add_row(*row)
+    if rep.lr is not None:
+        t.add_row("paper rule", "", _fmt(rep.lr["paper_rule"]), "π·η0 / (4(E[τ] + 0.5)), eq. 8")
+    console.print(t)
+    console.print(f"mean staleness E[τ] = {rep.staleness_mean:.4g}")
+    for w in rep.warnings:
+        console.print(f"warning: {w}")
+
+
+@app.command()
+def figures(
+    out: Path = typer.Option(Path("figures"), "--out", "-o", help="Directory for the PNG files."),
+    updates: int = typer.Option(40_000, "--updates", "-n", min=1000,
+                                help="Updates per simulated cluster in the α*-vs-N figure."),
+    seed: int = typer.Option(0, "--seed", "-s", min=0, help="Seed of the simulated clusters."),
+) -> None:
+    """Regenerate the paper's theory figures (6, 7, 8, 10, 4-left) and α* by criterion vs N."""
+    with user_errors():
+        from ..stability.figures import write_all
+
+        paths = write_all(out, updates=updates, seed=seed)
+    for p in paths:
+        console.print(str(p))

@@ -1,0 +1,261 @@
+"""Trace criterion: the top Lyapunov exponent of the linearised recursion driven by a real trace.
+
+For a 1-D quadratic with sharpness a and α = a·η, replaying a trace gives (DESIGN.md, and the
+trainer's semantics in :mod:`asyncsim.train.optim`)
+
+* ``sgd``:      x_{t+1} = x_t − α ĝ_t,                   ĝ_t = Σ_{rows j of step t} w_j x_{read_version_j}
+* ``momentum``: v_{t+1} = m v_t − α(1−m) ĝ_t,  x_{t+1} = x_t + v_{t+1}        (paper eq. 9)
+* ``shifted``:  for each row j: v_{w_j} ← m v_{w_j} − α(1−m) x_{read_version_j};
+                x_{t+1} = x_t + Σ_j w_j v_{w_j}      (each worker keeps its velocity; paper eq. 10)
+
+with w_j = 1/K_t for an update averaging K_t gradients (dropped rows contribute nothing). The
+largest Lyapunov exponent λ(α) = lim (1/T) log ‖state_T‖ is estimated over the whole trace after a
+burn-in, with periodic renormalisation (the log of each normaliser is accumulated), for a vector of
+α values advanced together. This keeps every correlation of the real delays (who is slow, how
+delays cluster) that the i.i.d. models drop. α* is where λ crosses 0.
+
+Inlined for performance: the step loop runs in Python over plain lists, and each step is one or
+two numpy operations on the vector of α values; for ``sgd``, runs of consecutive steps whose reads
+all predate the run are applied at once (a cumulative sum), which removes most of the Python
+iterations for round-robin-like traces.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import InputError
+from .characteristic import check_optimizer
+
+#: renormalise after at most this much possible growth (log-scale) to stay far from overflow
+_LOG_GROWTH_BUDGET = 200.0
+
+
+class _Plan:
+    """Per-step structure of a trace, precomputed once and reused for every α pass."""
+
+    def __init__(self, trace):
+        rows, ptr = trace.step_index()
+        T = int(trace.n_updates)
+        if T == 0 or rows.size == 0:
+            raise InputError("the trace criterion needs a trace with at least one applied update")
+        self.T = T
+        cols = trace.columns
+        self.rv = cols["read_version"][rows].astype(np.int64)
+        self.worker = cols["worker"][rows].astype(np.int64)
+        self.wt = trace.row_weights()[rows]
+        self.ptr = ptr
+        self.counts = np.diff(ptr)
+        st = cols["staleness"][rows]
+        self.D = int(st.max()) if st.size else 0
+        self.n_workers = max(int(trace.n_workers), 1)
+        self.R = 1 << int(math.ceil(math.log2(self.D + 2 + 64)))  # ring of x values
+        # sgd blocks: a run [t0, t1) of steps all of whose reads are <= t0 can be applied at once
+        maxrv = np.full(T, -1, dtype=np.int64)
+        has = self.counts > 0
+        np.maximum.at(maxrv, np.repeat(np.arange(T), self.counts), self.rv)
+        self.maxrv = maxrv
+        self.has = has
+
+    def sgd_blocks(self, max_len: int) -> list[int]:
+        starts = []
+        maxrv = self.maxrv.tolist()
+        t0 = 0
+        T = self.T
+        while t0 < T:
+            starts.append(t0)
+            t = t0 + 1
+            lim = min(T, t0 + max_len)
+            while t < lim and maxrv[t] <= t0:
+                t += 1
+            t0 = t
+        return starts
+
+
+def lyapunov_exponents(trace_or_plan, alphas, optimizer: str = "sgd", momentum: float = 0.0,
+                       burn_in: float = 0.1) -> np.ndarray:
+    """λ(α) per step for each α in ``alphas`` (natural log), after discarding ``burn_in`` of the steps."""
+    optimizer, m = check_optimizer(optimizer, momentum)
+    plan = trace_or_plan if isinstance(trace_or_plan, _Plan) else _Plan(trace_or_plan)
+    alphas = np.asarray(alphas, dtype=float).reshape(-1)
+    if np.any(~np.isfinite(alphas)) or np.any(alphas <= 0):
+        raise InputError("α values must be finite and > 0")
+    T = plan.T
+    burn = min(int(burn_in * T), T - 1)
+    # growth per step is at most 1 + α (Σ w_j = 1) times the momentum terms: renormalise in time
+    growth = math.log1p(float(alphas.max()) * 2.0 + 2.0 * m + 1.0)
+    every = max(1, min(int(_LOG_GROWTH_BUDGET / growth), plan.R // 2))
+    if optimizer == "sgd":
+        return _run_sgd(plan, alphas, burn, every)
+    return _run_momentum(plan, alphas, optimizer, m, burn, every)
+
+
+def _run_sgd(plan: _Plan, alphas: np.ndarray, burn: int, every: int) -> np.ndarray:
+    L = alphas.size
+    R = plan.R
+    mask = R - 1
+    H = np.zeros((R, L))
+    H[0] = 1.0
+    acc = np.zeros(L)
+    ptr_a, rv, wt = plan.ptr, plan.rv, plan.wt
+    ptr = ptr_a.tolist()
+    rvm = (rv & mask).tolist()
+    T = plan.T
+    neg_a = -alphas
+    starts = plan.sgd_blocks(max_len=min(every, R - plan.D - 2))
+    starts.append(T)
+    since = 0
+    burned = burn == 0
+    # short runs are cheaper step by step than through the vectorised block path
+    steps = []
+    for b in range(len(starts) - 1):
+        t0, t1 = starts[b], starts[b + 1]
+        if t1 - t0 >= 8:
+            steps.append((t0, t1))
+        else:
+            steps.extend((t, t + 1) for t in range(t0, t1))
+    for t0, t1 in steps:
+        r0, r1 = ptr[t0], ptr[t1]
+        if t1 - t0 == 1:
+            if r1 - r0 == 1:
+                # inlined for performance: one row of weight 1 (asynchronous SGD)
+                g = H[rvm[r0]]
+            elif r1 == r0:
+                H[(t0 + 1) & mask] = H[t0 & mask]
+                g = None
+            else:
+                g = wt[r0:r1] @ H[rv[r0:r1] & mask]
+            if g is not None:
+                H[(t0 + 1) & mask] = H[t0 & mask] + neg_a * g
+        else:
+            # every read of steps t0..t1-1 predates t0: x_{t+1} = x_{t0} − α Σ_{s<=t} ĝ_s
+            G = H[rv[r0:r1] & mask] * wt[r0:r1, None]
+            if r1 - r0 == t1 - t0:  # one row per step
+                per_step = np.cumsum(G, axis=0)
+            else:
+                per_step = np.zeros((t1 - t0, L))
+                np.add.at(per_step, np.repeat(np.arange(t1 - t0), plan.counts[t0:t1]), G)
+                np.cumsum(per_step, axis=0, out=per_step)
+            H[np.arange(t0 + 1, t1 + 1) & mask] = H[t0 & mask] + neg_a * per_step
+        since += t1 - t0
+        if not burned and t1 >= burn:
+            nrm = np.abs(H).max(axis=0)
+            H /= nrm
+            burned = True
+            since = 0
+        elif since >= every or t1 == T:
+            nrm = np.abs(H).max(axis=0)
+            H /= nrm
+            if burned:
+                acc += np.log(nrm)
+            since = 0
+    with np.errstate(divide="ignore"):
+        return acc / max(T - burn, 1)
+
+
+def _run_momentum(plan: _Plan, alphas: np.ndarray, optimizer: str, m: float, burn: int, every: int) -> np.ndarray:
+    L = alphas.size
+    R = plan.R
+    mask = R - 1
+    H = np.zeros((R, L))
+    H[0] = 1.0
+    acc = np.zeros(L)
+    ptr = plan.ptr.tolist()
+    rvm = (plan.rv & mask).tolist()
+    wk = plan.worker.tolist()
+    wt = plan.wt
+    T = plan.T
+    c = -alphas * (1.0 - m)
+    shifted = optimizer == "shifted"
+    if shifted:
+        V = np.zeros((plan.n_workers, L))
+    else:
+        v = np.zeros(L)
+    since = 0
+    burned = burn == 0
+    for t in range(T):
+        r0, r1 = ptr[t], ptr[t + 1]
+        xt = H[t & mask]
+        if shifted:
+            if r1 - r0 == 1:
+                w_ = wk[r0]
+                vw = V[w_]
+                vw *= m
+                vw += c * H[rvm[r0]]
+                H[(t + 1) & mask] = xt + vw
+            else:
+                step = np.zeros(L)
+                for j in range(r0, r1):
+                    vw = V[wk[j]]
+                    vw *= m
+                    vw += c * H[rvm[j]]
+                    step += wt[j] * vw
+                H[(t + 1) & mask] = xt + step
+        else:
+            if r1 - r0 == 1:
+                g = H[rvm[r0]]
+            elif r1 == r0:
+                g = 0.0
+            else:
+                g = wt[r0:r1] @ H[rvm[r0:r1]]
+            v *= m
+            v += c * g
+            H[(t + 1) & mask] = xt + v
+        since += 1
+        if (not burned and t + 1 >= burn) or since >= every or t + 1 == T:
+            nrm = np.maximum(np.abs(H).max(axis=0), np.abs(V).max(axis=0) if shifted else np.abs(v))
+            H /= nrm
+            if shifted:
+                V /= nrm
+            else:
+                v /= nrm
+            if burned:
+                acc += np.log(nrm)
+            burned = True
+            since = 0
+    return acc / max(T - burn, 1)
+
+
+def trace_alpha_star(trace, optimizer: str = "sgd", momentum: float = 0.0, *, burn_in: float = 0.1,
+                     points: int = 48, rounds: int = 3, hi: float | None = None) -> float:
+    """α* of the trace criterion: the smallest α > 0 where λ(α) reaches 0.
+
+    Round 1 evaluates λ on a geometric grid of ``points`` values in (hi/1000, hi] (hi defaults to
+    4, or 4(1+m)/(1−m) with momentum, and is raised ×8 while the whole grid is stable); each later
+    round refines the first bracket [last stable, first unstable] with a linear grid; the answer
+    is the linear interpolation of λ's zero in the final bracket.
+    """
+    optimizer, m = check_optimizer(optimizer, momentum)
+    plan = _Plan(trace)
+    if hi is None:
+        hi = 4.0 * (1.0 + m) / (1.0 - m)
+    lo = hi / 1000.0
+    grid = np.geomspace(lo, hi, points)
+    for _ in range(8):
+        lam = lyapunov_exponents(plan, grid, optimizer, m, burn_in)
+        if np.any(lam >= 0):
+            break
+        lo, hi = hi, hi * 8.0
+        grid = np.geomspace(lo, hi, points)
+    else:
+        return math.inf
+    for r in range(rounds):
+        j = int(np.flatnonzero(lam >= 0)[0])
+        if j == 0:
+            a_lo, l_lo = 0.0, None
+        else:
+            a_lo, l_lo = float(grid[j - 1]), float(lam[j - 1])
+        a_hi, l_hi = float(grid[j]), float(lam[j])
+        if r == rounds - 1:
+            break
+        grid = np.linspace(a_lo, a_hi, points + 2)[1:-1]
+        lam = lyapunov_exponents(plan, grid, optimizer, m, burn_in)
+        if not np.any(lam >= 0):
+            # the whole refined bracket is stable: the crossing is at a_hi's side
+            grid = np.append(grid, a_hi)
+            lam = np.append(lam, l_hi)
+    if l_lo is None:
+        return a_hi
+    return a_lo + (a_hi - a_lo) * (-l_lo) / (l_hi - l_lo)

@@ -1,0 +1,175 @@
+"""``asyncsim plan``: what-if capacity planning over a grid of hardware values and policies."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import InputError
+from ._app import app
+from ._common import console, print_json, progress, user_errors
+
+
+def _build_plan(scenario: Optional[Path], plan_file: Optional[Path], cli: dict[str, Any]):
+    """A PlanSpec from the plan file (if any) overridden by the options given on the command line."""
+    from ..plan.grid import PlanSpec, load_plan_file, parse_vary, scenario_from_plan
+    from ..scenario import load_scenario
+
+    data: dict[str, Any] = {}
+    if plan_file is not None:
+        data, base_dir = load_plan_file(plan_file)
+        if scenario is None:
+            sc, source = scenario_from_plan(data, base_dir, str(plan_file))
+        else:
+            sc, source = load_scenario(scenario), str(scenario)
+        for key in ("out",):  # a relative out: in a plan file is relative to the plan file
+            if data.get(key) is not None and not Path(str(data[key])).is_absolute():
+                data[key] = str(base_dir / str(data[key]))
+    elif scenario is None:
+        raise InputError("give a SCENARIO file or --plan PLANFILE.yaml")
+    else:
+        sc, source = load_scenario(scenario), str(scenario)
+    vary = list(data.get("vary") or [])
+    for spec in cli.pop("vary") or []:
+        k, vals = parse_vary(spec)
+        vary = [(kk, vv) for kk, vv in vary if kk != k] + [(k, vals)]  # the command line wins
+    merged = {k: v for k, v in data.items() if k not in ("scenario", "vary")}
+    merged.update({k: v for k, v in cli.items() if v is not None})
+    backend = merged.pop("backend", None) or "local"
+    ray_address = merged.pop("ray_address", None)
+    workers = merged.pop("workers", None)
+    out = merged.pop("out", None)
+    # --base-lr and --sharpness exclude each other: one on the command line replaces the file's other
+    if cli.get("base_lr") is not None and cli.get("sharpness") is None:
+        merged.pop("sharpness", None)
+    if cli.get("sharpness") is not None and cli.get("base_lr") is None:
+        merged.pop("base_lr", None)
+    try:
+        plan = PlanSpec(scenario=sc, scenario_source=source, vary=vary, **merged)
+    except TypeError as exc:  # a plan-file value of the wrong kind
+        raise InputError(f"plan: {exc}") from None
+    return plan, backend, ray_address, workers, out
+
+
+def _num(v, fmt="{:.3g}"):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return fmt.format(v)
+
+
+def _print_table(res, plan) -> None:
+    from rich import box
+
+    rows = res.rows
+    has_train = plan.train is not None
+    t = Table(title=f"{plan.scenario.name}: {len(rows)} rows ({res.computed} points computed, "
+              f"{res.skipped} reused)", header_style="bold", box=box.SIMPLE_HEAD)
+    for k in plan.vary_keys:
+        t.add_column(k, justify="right")
+    cols = [("policy", "policy"), ("upd/s", "update_rate"), ("×sync", "speedup_vs_sync"),
+            ("τ mean", "staleness_mean"), ("τ p99", "staleness_p99"), ("α*", "alpha_star"), ("lr", "lr")]
+    if has_train:
+        cols += [("to target (s)", "time_to_target"), ("×sync", "target_speedup_vs_sync"),
+                 ("final loss", "final_loss")]
+    for name, _ in cols:
+        t.add_column(name, justify="left" if name == "policy" else "right", no_wrap=True)
+    for r in rows:
+        cells = [_num(r.get(k)) if isinstance(r.get(k), float) else str(r.get(k)) for k in plan.vary_keys]
+        for name, key in cols:
+            if key == "policy":
+                cells.append(r["policy"])
+            elif key in ("speedup_vs_sync", "target_speedup_vs_sync"):
+                cells.append(_num(r.get(key), "{:.2f}"))
+            else:
+                cells.append(_num(r.get(key)))
+        t.add_row(*cells)
+    out = console
+    if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
+        from rich.console import Console
+
+        out = Console(highlight=False, width=200)
+    out.print(t)
+    n_warn = sum(1 for r in rows if r.get("warnings"))
+    if n_warn:
+        console.print(f"{n_warn} rows where the stability criteria disagree (see the report); "
+                      f"α* is the most conservative criterion")
+    for k in ("results", "report_html", "report_md"):
+        if k in res.paths:
+            console.print(f"{k.replace('_', ' ')}: {res.paths[k]}")
+
+
+@app.command()
+def plan(
+    scenario: Optional[Path] = typer.Argument(None, help="Scenario YAML file (or use --plan).", show_default=False),
+    vary: Optional[list[str]] = typer.Option(
+        None, "--vary", "-v", help="KEY=V1,V2,...: a dotted scenario path and its values (repeatable; "
+        "the grid is their product)."),
+    policies: Optional[str] = typer.Option(
+        None, "--policies", "-p", help="Comma list of async,sync,backup,k_async,ssp,round_robin "
+        "(sync is always added). Default: the scenario's policy and sync."),
+    plan_file: Optional[Path] = typer.Option(None, "--plan",
+                                             help="A YAML plan file (scenario:, vary:, policies:, ...)."),
+    updates: Optional[int] = typer.Option(None, "--updates", "-n", min=1, help="Simulate N updates per point."),
+    time_: Optional[float] = typer.Option(None, "--time", help="Simulate this many seconds per point instead."),
+    seed: Optional[int] = typer.Option(None, "--seed", "-s", min=0, help="Seed shared by every point "
+                                       "(default: the scenario's)."),
+    base_lr: Optional[float] = typer.Option(None, "--base-lr", help="S-SGD learning rate η0 (sharpness a = 2/η0)."),
+    sharpness: Optional[float] = typer.Option(None, "--sharpness", help="Sharpness a = λmax of the loss Hessian."),
+    lr_fraction: Optional[float] = typer.Option(None, "--lr-fraction", help="Recommended lr = this × α*/a "
+                                                "(default 0.5)."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd | momentum | shifted (default sgd)."),
+    momentum: Optional[float] = typer.Option(None, "--momentum", help="Momentum m (default 0)."),
+    criteria: Optional[str] = typer.Option(None, "--criteria", help="Stability criteria to compute: a comma list "
+                                           "of mean, mean-square, trace (default all three)."),
+    train: Optional[str] = typer.Option(None, "--train", help="DATASET or DATASET/MODEL to replay each trace on, "
+                                        "e.g. quadratic, teacher/mlp:32, digits/linear."),
+    target: Optional[float] = typer.Option(None, "--target", help="Training loss that counts as done."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Replay at most N updates (default all)."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="local (default) | ray | serial."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster: auto | host:port | "
+                                              "ray://host:port (default: start a local Ray)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Parallel processes "
+                                          "(default: one per CPU)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: plan-<scenario name>)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="Simulation engine (default auto)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Write results.parquet only."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Sweep a scenario over a grid of values and policies: speed, staleness, stable learning rate,
+    time to target against S-SGD; resumable; writes results.parquet and a report."""
+    from ..plan.backends import make_backend
+    from ..plan.run import run_plan
+
+    cli = {"vary": vary, "policies": policies, "updates": updates, "time": time_, "seed": seed,
+           "base_lr": base_lr, "sharpness": sharpness, "lr_fraction": lr_fraction, "optimizer": optimizer,
+           "momentum": momentum, "criteria": criteria, "engine": engine, "train": train, "target": target,
+           "steps": steps, "backend": backend,
+           "ray_address": ray_address, "workers": workers, "out": str(out) if out is not None else None}
+    with user_errors():
+        spec, backend_name, address, n_workers, out_dir = _build_plan(scenario, plan_file, cli)
+        be = make_backend(str(backend_name), workers=n_workers, ray_address=address)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.scenario.name)
+        out_path = Path(out_dir) if out_dir else Path(f"plan-{safe}")
+        state = {"done": 0, "total": 0}
+        with progress(disable=json_out) as bar:
+            task = bar.add_task(f"plan {spec.scenario.name} ({be.name})", total=None)
+
+            def on_progress(done, total):
+                state.update(done=done, total=total)
+                bar.update(task, completed=done, total=total)
+
+            try:
+                res = run_plan(spec, out_path, be, progress=on_progress, report=not no_report)
+            except KeyboardInterrupt:
+                sys.stderr.write(f"asyncsim: stopped: {state['done']} of {state['total']} points are saved in "
+                                 f"{out_path}; run the same command again to finish the rest\n")
+                raise
+    if json_out:
+        print_json(res.to_dict())
+        return
+    _print_table(res, spec)

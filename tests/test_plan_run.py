@@ -1,0 +1,288 @@
+"""`asyncsim plan` end to end: known speed-ups, common random numbers, backends agree,
+kill-and-resume, Ctrl-C, and the report.
+
+These run the real pipeline (engine → stability → trainer) on tiny grids."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import asyncsim
+from asyncsim.cli import run
+from asyncsim.plan import LocalBackend, PlanSpec, RayBackend, SerialBackend, expand, read_table, run_plan
+from asyncsim.rng import BlockSampler, Streams
+from asyncsim.scenario import load_scenario
+
+# exponential compute, no network, instantaneous apply: the textbook A-SGD/S-SGD cluster
+EXP = {"name": "exp-nonet", "seed": 11, "workers": [{"count": 8, "compute": {"dist": "exponential", "mean": 1.0}}],
+       "policy": {"kind": "async"}, "stop": {"updates": 1000}, "cost_per_worker_hour": 1.5}
+
+
+@pytest.fixture
+def exp_yaml(tmp_path):
+    p = tmp_path / "exp.yaml"
+    p.write_text(yaml.safe_dump(EXP))
+    return p
+
+
+# ------------------------------------------------------------------ known answer
+def test_async_is_H_N_times_sync_per_gradient():
+    """N exponential(m) workers, no network. A-SGD applies each gradient on arrival: N superposed
+    Poisson streams, N/m updates/s. S-SGD waits for the slowest: E[max of N Exp(m)] = m·H_N, so
+    1/(m·H_N) updates/s of N gradients each. Hence A-SGD's *gradient* rate is H_N times S-SGD's
+    (its update rate N·H_N times). Tolerances: 4.5 standard deviations of a rate estimated from U
+    renewal cycles (relative sd = cycle cv / √U)."""
+    U = 5000
+    # the mean-square criterion is skipped: it costs seconds per point and is not under test here
+    plan = PlanSpec(load_scenario(EXP), vary=[("workers.0.count", [2, 8])], policies=["async"], updates=U,
+                    seed=3, criteria="mean,trace")
+    res = run_plan(plan, _tmp("hn"), SerialBackend(), report=False)
+    rows = {(r["workers.0.count"], r["policy"]): r for r in res.rows}
+    for n in (2, 8):
+        a, s = rows[(n, "async")], rows[(n, "sync")]
+        h = sum(1 / k for k in range(1, n + 1))
+        var_max = sum(1 / k ** 2 for k in range(1, n + 1))       # Var[max of n Exp(1)] = Σ 1/k²
+        # cycle cv: A-SGD inter-update times are Exp (cv 1); S-SGD's are max of N Exp (cv √var_max / H_N)
+        sd_a, sd_s = 1 / math.sqrt(U), math.sqrt(var_max) / h / math.sqrt(U)
+        assert abs(a["update_rate"] / n - 1) < 4.5 * sd_a, a["update_rate"]
+        assert abs(s["update_rate"] * h - 1) < 4.5 * sd_s, s["update_rate"]
+        # the two estimates share compute draws (positively correlated), so hypot() is conservative
+        ratio = a["gradient_rate"] / s["gradient_rate"]
+        sd_r = math.hypot(sd_a, sd_s)
+        assert abs(ratio / h - 1) < 4.5 * sd_r, (n, ratio, h)
+        assert a["speedup_vs_sync"] == pytest.approx(a["update_rate"] / s["update_rate"], rel=1e-12)
+        assert s["speedup_vs_sync"] == 1.0
+        assert a["staleness_mean"] > 0 and s["staleness_mean"] == 0
+        for k in ("alpha_star_mean", "alpha_star_trace"):
+            assert s[k] == pytest.approx(2.0, rel=1e-3)  # τ = 0: plain GD's edge
+            assert 0 < a[k]
+        assert math.isnan(a["alpha_star_mean_square"]) and a["criterion"] in ("mean", "trace")
+
+
+_TMP = []
+
+
+def _tmp(name):
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix=f"plan-{name}-"))
+    _TMP.append(d)
+    return d
+
+
+def teardown_module(module):
+    for d in _TMP:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ common random numbers
+def _durations(trace, worker, k):
+    c = trace.columns
+    rows = np.flatnonzero(c["worker"] == worker)
+    rows = rows[np.argsort(c["t_read"][rows], kind="stable")][:k]
+    return c["t_done"][rows] - c["t_read"][rows]
+
+
+def test_all_policies_at_a_point_share_the_compute_draws():
+    """Every policy at a grid point gets the same seed, so worker i's j-th gradient takes the
+    same compute time under each policy (only the waiting differs). Checked against the
+    draws made directly from worker i's stream, and across cluster sizes (streams are keyed
+    by worker index, so adding workers does not shift them)."""
+    plan = PlanSpec(load_scenario(EXP), vary=[("workers.0.count", [4, 8])],
+                    policies=["async", "k_async", "round_robin"], updates=200, seed=21)
+    pts = expand(plan)
+    assert {p.task.settings["seed"] for p in pts} == {21}
+    assert {p.task.scenario["seed"] for p in pts} == {21}
+    k = 10
+    dist = load_scenario(EXP).workers[0].compute
+    for w in (0, 3):
+        smp = BlockSampler(dist, Streams(21).worker(w, "compute"))
+        expected = np.array([smp.next() for _ in range(k)])
+        for p in pts:
+            tr = asyncsim.simulate(load_scenario(p.task.scenario), seed=p.task.settings["seed"])
+            np.testing.assert_allclose(_durations(tr, w, k), expected, rtol=1e-9, atol=1e-9,
+                                       err_msg=f"{p.policy} N={p.n_workers} worker {w}")
+
+
+# ------------------------------------------------------------------ backends
+def test_serial_local_and_ray_backends_give_identical_tables():
+    plan = PlanSpec(load_scenario(EXP), vary=[("workers.0.count", [2, 3])], policies=["async"], updates=200,
+                    seed=4, base_lr=0.5)
+    serial = run_plan(plan, _tmp("serial"), SerialBackend(), report=False).rows
+    local = run_plan(plan, _tmp("local"), LocalBackend(2), report=False).rows
+    assert len(serial) == 4
+    assert _same(serial, local)
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        pytest.skip("ray is not installed (pip install 'asyncsim[ray]'); serial and local pool agreed")
+    ray_rows = run_plan(plan, _tmp("ray"), RayBackend(None, num_cpus=2), report=False).rows
+    assert _same(serial, ray_rows)
+
+
+def _same(a, b):
+    """Row-by-row equality with NaN == NaN."""
+    if len(a) != len(b):
+        return False
+    for ra, rb in zip(a, b):
+        if set(ra) != set(rb):
+            return False
+        for k in ra:
+            x, y = ra[k], rb[k]
+            if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+                continue
+            if x != y:
+                return False
+    return True
+
+
+# ------------------------------------------------------------------ kill, Ctrl-C, resume
+CLI = [sys.executable, "-c", "from asyncsim.cli import main; main()"]
+
+
+def _points(out):
+    d = out / "points"
+    # (pathlib's glob also matches hidden names: skip the temporary files of atomic writes)
+    return {p.name: p.stat().st_mtime_ns for p in d.glob("*.json") if not p.name.startswith(".")} \
+        if d.is_dir() else {}
+
+
+def _start(args):
+    return subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _wait_for(proc, out, n, timeout=90):
+    t0 = time.monotonic()
+    while len(_points(out)) < n:
+        assert proc.poll() is None, f"the plan ended before {n} points were saved: {proc.communicate()}"
+        assert time.monotonic() - t0 < timeout, "timed out waiting for point files"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_ctrl_c_and_sigkill_then_resume_gives_one_row_per_point(exp_yaml, tmp_path):
+    out = tmp_path / "out"
+    counts = "2,3,4,5,6,7,8,9"
+    args = ["plan", str(exp_yaml), "--vary", f"workers.0.count={counts}", "--updates", "25000", "--workers", "2",
+            "--out", str(out), "--json", "--no-report", "--criteria", "mean,trace"]
+    n_tasks = 8 * 2
+    # 1. Ctrl-C (SIGINT to the driver, as a terminal sends it): stops cleanly, points kept
+    p = _start(args)
+    _wait_for(p, out, 2)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130, stderr
+    assert "Traceback" not in stderr and "stopped:" in stderr
+    assert stdout == ""
+    after_int = _points(out)
+    assert 2 <= len(after_int) < n_tasks
+    # 2. SIGKILL of the whole process group mid-way
+    p = _start(args)
+    _wait_for(p, out, len(after_int) + 2)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.communicate(timeout=30)
+    after_kill = _points(out)
+    assert len(after_kill) < n_tasks, "the run finished before it was killed; make the points slower"
+    assert all(after_kill[k] == v for k, v in after_int.items())   # earlier points untouched
+    assert not (out / "results.parquet").exists()
+    for name in after_kill:
+        json.loads((out / "points" / name).read_text())            # every saved point is whole
+    # 3. rerun: computes only the rest
+    p = subprocess.run(CLI + args, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert res["skipped"] == len(after_kill) and res["computed"] == n_tasks - len(after_kill)
+    final = _points(out)
+    assert len(final) == n_tasks
+    assert all(final[k] == v for k, v in after_kill.items())       # finished points not recomputed
+    assert not list((out / "points").glob(".*"))                  # no temporary files left
+    rows = read_table(out / "results.parquet")
+    keys = [(r["workers.0.count"], r["policy"]) for r in rows]
+    assert len(rows) == n_tasks and len(set(keys)) == n_tasks
+    assert set(keys) == {(n, pol) for n in range(2, 10) for pol in ("async", "sync")}
+    assert {r["key"] + ".json" for r in rows} == set(final)
+
+
+# ------------------------------------------------------------------ report
+class _Report(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.h2 = []
+        self.imgs = []
+        self.tbody_rows = 0
+        self._in_tbody = False
+        self.text = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "h2":
+            self.h2.append(a.get("id"))
+        elif tag == "img":
+            self.imgs.append(a.get("src", ""))
+        elif tag == "tbody":
+            self._in_tbody = True
+        elif tag == "tr" and self._in_tbody:
+            self.tbody_rows += 1
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self._in_tbody = False
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_report_has_every_section(exp_yaml, tmp_path, capsys):
+    import base64
+
+    out = tmp_path / "rep"
+    rc = run(["plan", str(exp_yaml), "--vary", "workers.0.count=2,3", "--policies", "async,backup",
+              "--updates", "300", "--sharpness", "1", "--train", "quadratic", "--target", "1e-4",
+              "--workers", "1", "--out", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    res = json.loads(captured.out)
+    assert res["n_rows"] == 6
+    rows = read_table(out / "results.parquet")
+    for col in ("workers.0.count", "policy", "update_rate", "gradient_rate", "time_per_update", "utilisation",
+                "staleness_mean", "staleness_p99", "staleness_max", "alpha_star_mean", "alpha_star_mean_square",
+                "alpha_star_trace", "lr", "speedup_vs_sync", "time_to_target", "final_loss",
+                "target_speedup_vs_sync", "cost_to_target"):
+        assert col in rows[0], col
+    # the recommended lr is lr_fraction (0.5) × α*/a with a = 1 and α* the smallest criterion
+    for r in rows:
+        a_min = min(r["alpha_star_mean"], r["alpha_star_mean_square"], r["alpha_star_trace"])
+        assert r["lr"] == pytest.approx(0.5 * a_min, rel=1e-9)
+    html_text = (out / "report.html").read_text()
+    rep = _Report()
+    rep.feed(html_text)
+    assert rep.h2 == ["loss", "vs-parameter", "pareto", "table", "warnings"]
+    assert len(rep.imgs) == 3
+    for src in rep.imgs:
+        assert src.startswith("data:image/png;base64,")
+        png = base64.b64decode(src.split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert rep.tbody_rows == 6
+    assert "http" not in html_text.replace("https://", "").split("<body>")[0]  # nothing fetched from outside
+    md = (out / "report.md").read_text()
+    for sec in ("## Loss vs simulated wall-clock", "## Speed, staleness", "## Pareto front", "## Results table",
+                "## Stability criteria warnings"):
+        assert sec in md
+    for name in ("loss", "vs-parameter", "pareto"):
+        assert f"figures/{name}.png" in md and (out / "figures" / f"{name}.png").stat().st_size > 5000
+    assert md.count("\n| ") >= 7  # header + 6 rows

@@ -1,0 +1,125 @@
+"""Plan results store, table assembly and Pareto front (no simulation needed)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from asyncsim.plan.grid import PlanSpec, expand
+from asyncsim.plan.report import pareto_front
+from asyncsim.plan.store import ResultStore, build_rows, read_table, write_table
+from asyncsim.scenario import load_scenario
+
+SCEN = {"name": "s", "seed": 1, "workers": [{"count": 4, "compute": {"dist": "exponential", "mean": 1.0}}],
+        "cost_per_worker_hour": 2.0}
+
+
+def fake_record(rate, tau, alpha, ttt=None):
+    rec = {"summary": {"update_rate": rate, "gradient_rate": 2 * rate, "time_per_update": 1 / rate,
+                       "utilisation_mean": 0.5, "staleness_mean": tau, "staleness_p50": tau,
+                       "staleness_p99": 2 * tau, "staleness_max": 3 * tau, "dropped": 0},
+           "stability": {"alpha_star": {"mean": alpha * 2, "mean-square": alpha * 1.5, "trace": alpha},
+                         "conservative": "trace", "alpha_star_conservative": alpha,
+                         "warnings": ["mean criterion is 2x the trace criterion"] if tau else []},
+           "lr_max": alpha, "lr": alpha / 2, "train": None}
+    if ttt is not None:
+        rec["train"] = {"time_to_target": ttt, "steps_to_target": 10, "final_loss": 0.01, "diverged": False}
+    return rec
+
+
+def test_store_roundtrip_and_corrupt_files_count_as_missing(tmp_path):
+    st = ResultStore(tmp_path)
+    rec = fake_record(2.0, 1.0, 0.5)
+    rec["summary"]["staleness_mean"] = float("nan")  # non-finite numbers are stored as null
+    st.save("abc", rec)
+    back = st.load("abc")
+    assert back["summary"]["staleness_mean"] is None and back["key"] == "abc"
+    assert st.has("abc") and not st.has("zzz")
+    st.path("bad").write_text('{"key": "bad", "format": 1, "summ')   # a torn write (cannot happen via save)
+    assert not st.has("bad")
+    st.path("other").write_text(json.dumps({"key": "not-other", "format": 1}))
+    assert not st.has("other")
+    assert st.finished(["abc", "bad", "other", "zzz"]) == {"abc"}
+    assert [p.name for p in st.points_dir.iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+def test_rows_speedups_and_costs():
+    plan = PlanSpec(load_scenario(SCEN), vary=[("workers.0.count", [2, 4])], policies=["async"], updates=10)
+    pts = expand(plan)
+    recs = {}
+    vals = {(0, "async"): (8.0, 3.0, 0.3, 10.0), (0, "sync"): (2.0, 0.0, 2.0, 40.0),
+            (1, "async"): (12.0, 5.0, 0.2, float("nan")), (1, "sync"): (3.0, 0.0, 2.0, 30.0)}
+    for p in pts:
+        recs[p.task.key] = fake_record(*vals[(p.index, p.policy)])
+    rows = build_rows(pts, recs)
+    assert [(r["workers.0.count"], r["policy"]) for r in rows] == [(2, "async"), (2, "sync"), (4, "async"),
+                                                                  (4, "sync")]
+    assert [r["speedup_vs_sync"] for r in rows] == [4.0, 1.0, 4.0, 1.0]
+    assert rows[0]["target_speedup_vs_sync"] == 4.0 and rows[1]["target_speedup_vs_sync"] == 1.0
+    assert math.isnan(rows[2]["target_speedup_vs_sync"])  # A-SGD never reached the target there
+    # cost: price x workers per hour; to target: that x hours to target
+    assert rows[0]["cost_per_hour"] == 4.0 and rows[2]["cost_per_hour"] == 8.0
+    assert rows[0]["cost_to_target"] == pytest.approx(4.0 * 10.0 / 3600)
+    assert rows[1]["cost_per_1k_updates"] == pytest.approx(4.0 * 0.5 * 1000 / 3600)
+    assert rows[0]["alpha_star_mean_square"] == 0.3 * 1.5 and rows[0]["criterion"] == "trace"
+    assert rows[0]["warnings"] and not rows[1]["warnings"]
+
+
+def test_table_roundtrip_with_mixed_type_column(tmp_path):
+    rows = [{"x": 1, "policy": "async", "update_rate": 1.5}, {"x": "big", "policy": "sync", "update_rate": 2.0}]
+    p = write_table(rows, ["x"], tmp_path / "r.parquet", metadata={"a": float("nan")})
+    back = read_table(p)
+    assert [r["x"] for r in back] == ["1", "big"] and [r["update_rate"] for r in back] == [1.5, 2.0]
+    assert list(back[0])[:2] == ["x", "policy"]
+
+
+def _brute_front(xs, ys):
+    idx = [i for i in range(len(xs)) if np.isfinite(xs[i]) and np.isfinite(ys[i])]
+    keep = [i for i in idx if not any((xs[j] <= xs[i] and ys[j] <= ys[i]) and (xs[j] < xs[i] or ys[j] < ys[i])
+                                      for j in idx)]
+    # among exact duplicates keep the first, as the sweep does
+    out, seen = [], set()
+    for i in sorted(keep, key=lambda i: (xs[i], ys[i], i)):
+        if (xs[i], ys[i]) not in seen:
+            seen.add((xs[i], ys[i]))
+            out.append(i)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pareto_front_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 30))
+    xs = rng.integers(0, 8, n).astype(float)   # small integers: ties on purpose
+    ys = rng.integers(0, 8, n).astype(float)
+    xs[rng.random(n) < 0.1] = np.nan
+    assert pareto_front(xs.tolist(), ys.tolist()) == _brute_front(xs, ys)
+
+
+# ------------------------------------------------------------------ backends (Ray: see test_plan_run.py)
+def _square_or_fail(x):
+    """Module-level so spawned pool workers can import it."""
+    from asyncsim.errors import InputError
+
+    if x < 0:
+        raise InputError(f"bad point {x}")
+    return x * x
+
+
+@pytest.mark.parametrize("make", ["serial", "local"])
+def test_backends_report_each_result_once_and_propagate_point_errors(make):
+    from asyncsim.errors import InputError
+    from asyncsim.plan.backends import LocalBackend, SerialBackend
+
+    be = SerialBackend() if make == "serial" else LocalBackend(2)
+    got = []
+    be.map(_square_or_fail, list(range(7)), lambda item, res: got.append((item, res)))
+    assert sorted(got) == [(i, i * i) for i in range(7)]
+    got.clear()
+    with pytest.raises(InputError, match="bad point -1"):
+        be.map(_square_or_fail, [0, 1, -1, 2], lambda item, res: got.append(item))
+    assert -1 not in got and len(got) == len(set(got))

@@ -91,6 +91,12 @@ def scenario_reference_md() -> str:
     out += ["## Policies (`kind:` selects one)", ""]
     for m in (S.AsyncPolicy, S.SyncPolicy, S.BackupPolicy, S.KAsyncPolicy, S.SSPPolicy, S.RoundRobinPolicy):
         out += _model_table(m)
+    from . import faults as F
+
+    out += ["## Faults (`kind:` selects one)", "",
+            "Semantics of each fault under each policy: see the transfer and policy model page.", ""]
+    for m in (F.Crash, F.Restart, F.Slowdown, F.LinkFault, F.RandomCrash):
+        out += _model_table(m)
     out += ["## Distributions (`dist:` selects one)", "",
             "Every distribution has `sample(rng, n)`, `mean` and `variance` in the Python API.", ""]
     for m in (D.Constant, D.Exponential, D.ShiftedExponential, D.LogNormal, D.Gamma, D.Uniform, D.Normal,

@@ -177,8 +177,10 @@ def _wait_for(proc, out, n, timeout=90):
 def test_ctrl_c_and_sigkill_then_resume_gives_one_row_per_point(exp_yaml, tmp_path):
     out = tmp_path / "out"
     counts = "2,3,4,5,6,7,8,9"
-    args = ["plan", str(exp_yaml), "--vary", f"workers.0.count={counts}", "--updates", "25000", "--workers", "2",
-            "--out", str(out), "--json", "--no-report", "--criteria", "mean,trace"]
+    # Points must be slow enough that the signals land mid-run even on an idle machine: the SimPy
+    # reference engine and 10^5 updates make each point take ~0.5-3 s.
+    args = ["plan", str(exp_yaml), "--vary", f"workers.0.count={counts}", "--updates", "100000", "--workers", "2",
+            "--engine", "simpy", "--out", str(out), "--json", "--no-report", "--criteria", "mean,trace"]
     n_tasks = 8 * 2
     # 1. Ctrl-C (SIGINT to the driver, as a terminal sends it): stops cleanly, points kept
     p = _start(args)

@@ -10,6 +10,19 @@ from ._io import atomic_path
 from .trace import Trace
 
 
+def save_figure(fig, path: str | Path, *, dpi: int = 110, **savefig_kw) -> Path:
+    """Write a matplotlib figure as PNG atomically (temp file + rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_path(path, suffix=".tmp.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, **savefig_kw)
+    finally:
+        plt.close(fig)
+    return path
+
+
 def plot_timeline(trace: Trace, path: str | Path, *, t_max: float | None = None, max_workers: int = 16,
                   title: str | None = None) -> Path:
     """Gantt chart of one run: each worker's compute intervals, the wait until the
@@ -65,34 +78,4 @@ def plot_timeline(trace: Trace, path: str | Path, *, t_max: float | None = None,
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, tau_max / 0.9))
     fig.colorbar(sm, ax=ax, pad=0.01, label="staleness τ")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_staleness_pmf(trace: Trace, path: str | Path, *, title: str | None = None) -> Path:
-    """Bar chart of the staleness distribution with its mean and p99."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pmf = trace.delay_pmf()
-    s = trace.summary()
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.bar(np.arange(len(pmf)), pmf, color="tab:blue", width=0.85)
-    if s["staleness_mean"] is not None:
-        ax.axvline(s["staleness_mean"], color="black", linestyle="--", label=f"mean {s['staleness_mean']:.2f}")
-        ax.axvline(s["staleness_p99"], color="tab:red", linestyle=":", label=f"p99 {s['staleness_p99']:.0f}")
-    ax.set_xlabel("staleness τ (updates)")
-    ax.set_ylabel("probability")
-    ax.set_title(title or f"{(trace.scenario or {}).get('name', 'trace')}: staleness distribution")
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_path
+from ..plots import save_figure
 from . import families
 from .characteristic import mean_alpha_star
 from .lyapunov import trace_alpha_star
@@ -26,9 +26,7 @@ from .meansquare import mean_square_alpha_star
 
 
 def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    return path
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def _fig():
@@ -53,7 +51,6 @@ def fig6(path: Path, taus=range(0, 33)) -> Path:
     ax.set_title("Fig. 6: constant delay, SGD")
     ax.legend()
     out = _save(fig, path)
-    plt.close(fig)
     return out
 
 
@@ -75,7 +72,6 @@ def _vs_mean(path: Path, family: str, title: str, mus=range(1, 33)) -> Path:
     ax.set_title(title)
     ax.legend()
     out = _save(fig, path)
-    plt.close(fig)
     return out
 
 
@@ -91,7 +87,6 @@ def _momentum(path: Path, optimizer: str, title: str, ms=(0.0, 0.5, 0.9), taus=r
     ax.set_title(title)
     ax.legend()
     out = _save(fig, path)
-    plt.close(fig)
     return out
 
 
@@ -132,7 +127,6 @@ def criteria_vs_workers(path: Path, ns=(2, 4, 8, 16, 32), updates: int = 40_000,
     ax.set_title(f"α* by criterion, exponential compute times ({updates:,} updates)")
     ax.legend(fontsize=8)
     out = _save(fig, path)
-    plt.close(fig)
     return out
 
 

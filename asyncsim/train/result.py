@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_path
+from ..plots import save_figure
 
 
 def _num(x) -> float | None:
@@ -141,7 +142,4 @@ def plot_results(results, path: str | Path, labels=None, title: str | None = Non
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

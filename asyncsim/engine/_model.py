@@ -128,6 +128,7 @@ class Model:
         else:
             self.links = []
             self.pull_routes = self.push_routes = [None] * n
+            self.pull_hops = self.push_hops = [None] * n
         # server state
         self.version = 0
         self.server_busy = False
@@ -180,6 +181,10 @@ class Model:
                           self._c_td.append, self._c_ta.append)
 
     # ---------------------------------------------------------------- recording
+
+    def routes(self, w: int):
+        """``(pull, pull_hops, push, push_hops)`` of worker ``w`` (all ``None`` without a network)."""
+        return self.pull_routes[w], self.pull_hops[w], self.push_routes[w], self.push_hops[w]
     def applied(self, rows: list, t: float) -> None:
         """Record ``rows`` [(worker, read_version, t_read, t_done), ...] as one update
         applied at time ``t`` (step = current version), then advance the version."""

@@ -90,9 +90,7 @@ class Backup(Policy):
         env = m.env
         timeout = env.timeout
         comp = m.compute_next[w]
-        pull, push = m.pull_routes[w], m.push_routes[w]
-        pull_hops = m.pull_hops[w] if pull is not None else None
-        push_hops = m.push_hops[w] if push is not None else None
+        pull, pull_hops, push, push_hops = m.routes(w)
         computing = self.computing
         Interrupt = m.kernel.Interrupt
         faulty = m.faults is not None

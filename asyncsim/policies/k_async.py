@@ -80,9 +80,7 @@ class KAsync(Policy):
         timeout = env.timeout
         comp = m.compute_next[w]
         apply_next = m.apply_next
-        pull, push = m.pull_routes[w], m.push_routes[w]
-        pull_hops = m.pull_hops[w] if pull is not None else None
-        push_hops = m.push_hops[w] if push is not None else None
+        pull, pull_hops, push, push_hops = m.routes(w)
         k = self.k
         pending = self.pending
         queue = m.server_queue

@@ -62,9 +62,7 @@ class RoundRobin(Policy):
         timeout = env.timeout
         comp = m.compute_next[w]
         apply_next = m.apply_next
-        pull, push = m.pull_routes[w], m.push_routes[w]
-        pull_hops = m.pull_hops[w] if pull is not None else None
-        push_hops = m.push_hops[w] if push is not None else None
+        pull, pull_hops, push, push_hops = m.routes(w)
         n = self.n
         waiting = self.waiting
         faulty = m.faults is not None

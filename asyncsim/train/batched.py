@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .optim import OptimizerSpec, apply_step, init_state
+from .optim import OptimizerSpec, init_state
 from .problem import Problem
-from .replay import Plan, VersionStore, _Logger, _progress_cb, _results
+from .replay import Plan, VersionStore, _Logger, _progress_cb, _results, apply_rows
 
 
 @dataclass
@@ -100,6 +100,7 @@ def replay_batched(plan: Plan, problem: Problem, spec: OptimizerSpec, lrs, seeds
     next_tick = tick
     by_read, read_ptr, ptr = plan.by_read, plan.read_ptr, plan.ptr
     read, worker, stal = plan.read, plan.worker, plan.stal
+    plan_cols = (read, worker, stal)
     by_read_t = torch.as_tensor(by_read, device=dev)
     pend: dict[int, object] = {}  # computed, not yet applied gradients by row, (L, P) each
     readers = sch.readers
@@ -135,13 +136,7 @@ def replay_batched(plan: Plan, problem: Problem, spec: OptimizerSpec, lrs, seeds
             for s in range(v, v_next):
                 r0, r1 = int(ptr[s]), int(ptr[s + 1])
                 gs = [pend.pop(j) for j in range(r0, r1)]
-                x_reads = None
-                if dc:
-                    x_reads = [store.get(int(read[j])) for j in range(r0, r1)]
-                apply_step(spec, x, state, gs, worker[r0:r1], stal[r0:r1], lr, x_reads)
-                if dc:
-                    for j in range(r0, r1):
-                        store.release(int(read[j]))
+                apply_rows(spec, x, state, gs, r0, r1, plan_cols, lr, store if dc else None)
                 u = s + 1
                 if u < v_next and readers[u] > 0:
                     store.put(u, x.clone(), int(readers[u]) if dc else 1)

@@ -238,6 +238,19 @@ def _progress_cb(progress, total: int):
     return (lambda done: bar.update(task, completed=done)), bar
 
 
+def apply_rows(spec: OptimizerSpec, x, state: dict, gs, r0: int, r1: int, cols, lr, store=None) -> None:
+    """Apply one update made of trace rows ``r0:r1`` (``cols`` = (read, worker, staleness) arrays).
+
+    With ``store`` (DC-ASGD, which needs each row's x_read when the gradient is applied) the
+    read versions are fetched from the version store and released afterwards."""
+    read, worker, stal = cols
+    x_reads = [store.get(int(read[j])) for j in range(r0, r1)] if store is not None else None
+    apply_step(spec, x, state, gs, worker[r0:r1], stal[r0:r1], lr, x_reads)
+    if store is not None:
+        for j in range(r0, r1):
+            store.release(int(read[j]))
+
+
 def replay_reference(plan: Plan, problem: Problem, spec: OptimizerSpec | Callable, lr: float, *,
                      seed: int = 0, x0=None, log_every: int = 1, divergence_factor: float = 1e3,
                      progress=None) -> TrainResult:
@@ -269,6 +282,7 @@ def replay_reference(plan: Plan, problem: Problem, spec: OptimizerSpec | Callabl
     tick = max(plan.T // 200, 1)
     by_read, read_ptr, ptr = plan.by_read, plan.read_ptr, plan.ptr
     worker, stal, read = plan.worker, plan.stal, plan.read
+    plan_cols = (read, worker, stal)
     try:
         logger.log(0, xd[None])
         for v in range(plan.T):
@@ -283,13 +297,7 @@ def replay_reference(plan: Plan, problem: Problem, spec: OptimizerSpec | Callabl
                 x.grad = gs[0] if len(gs) == 1 else sum(gs[1:], gs[0]) / len(gs)
                 user_opt.step()
             else:
-                x_reads = None
-                if dc:
-                    x_reads = [store.get(int(read[j])) for j in range(r0, r1)]
-                apply_step(spec, x, state, gs, worker[r0:r1], stal[r0:r1], lr, x_reads)
-                if dc:
-                    for j in range(r0, r1):
-                        store.release(int(read[j]))
+                apply_rows(spec, x, state, gs, r0, r1, plan_cols, lr, store if dc else None)
             if logger.is_log[v + 1] and logger.log(v + 1, xd[None]):
                 break
             if cb is not None and (v + 1) % tick == 0:

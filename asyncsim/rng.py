@@ -74,6 +74,18 @@ class BlockSampler:
         self._i = i + 1
         return self._buf[i]
 
+    def arrays(self):
+        """Yield the stream's draws as float64 arrays, block after block (the rest of
+        a partly used block first), consuming it exactly as ``next()`` calls would."""
+        if self._i < len(self._buf):
+            rest = np.asarray(self._buf[self._i:], dtype=np.float64)
+            self._i = len(self._buf)
+            yield rest
+        while True:
+            block = np.asarray(self.dist.sample(self.rng, self._n), dtype=np.float64)
+            self._buf, self._i = [], 0  # (next() after this refills: the block is handed out)
+            yield block
+
     def take(self, n: int) -> np.ndarray:
         out = np.empty(n, dtype=np.float64)
         filled = 0

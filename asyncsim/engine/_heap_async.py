@@ -30,6 +30,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
+import bisect
+import heapq
 from heapq import heappop, heappush
 
 import numpy as np
@@ -40,6 +42,9 @@ __all__ = ["run_async_loop"]
 
 # worker phases (what the worker is waiting for)
 _REQ, _HOLD, _LAT, _COMP, _SRV, _APPLY = range(6)
+
+#: events between two looks at the clock in the plain loop (with a time limit)
+_SEGMENT = 4096
 
 
 class _NoKernel:
@@ -367,38 +372,71 @@ def run_async_loop(sc, *, updates, until, progress=None):
 def _run_plain(m, comp, n, updates, until, progress, stop_at, prog_every):
     """No network, zero apply time: a worker's gradient is applied the moment it is
     computed, so the loop is one heap entry per update. Only (worker, time) is
-    recorded; t_read is the worker's previous apply (or 0) and t_done = t_applied."""
-    heap = [(comp[w](), k, w) for k, w in enumerate(range(n))]  # the start-up timeouts, in order
-    import heapq
+    recorded; t_read is the worker's previous apply (or 0) and t_done = t_applied.
 
+    Inlined for performance: the heap holds bare floats (a float comparison is
+    about a third of the cost of a ``(time, key, worker)`` tuple's) and
+    ``due`` maps a time to the worker due then. Every worker has exactly one
+    pending event, so times rarely coincide; when they do, the later-scheduled
+    workers wait in ``tied[time]`` in scheduling order, which is the order the
+    ``(time, key)`` heap (and SimPy) pops them in.
+    """
+    heap: list[float] = []
+    due: dict[float, int] = {}
+    tied: dict[float, list[int]] = {}
+    for w in range(n):  # the start-up timeouts, scheduled in worker order
+        t = comp[w]()
+        if due.setdefault(t, w) is not w:
+            tied.setdefault(t, []).append(w)
+        heap.append(t)
     heapq.heapify(heap)
     rec_w, rec_t = [], []
     a_w, a_t = rec_w.append, rec_t.append
     horizon = until if until is not None else math.inf
-    count = 0
-    limit = stop_at if stop_at > 0 else -1
-    next_prog = prog_every or -1
     replace = heapq.heapreplace
-    key = n
-    check = min(x for x in (limit, next_prog) if x > 0) if max(limit, next_prog) > 0 else -1
-    # inlined for performance: the whole async process is these lines (each
-    # worker has exactly one pending event, so pop + push is one heapreplace)
-    while heap:
-        t, _, w = heap[0]
-        if t > horizon:
+    pop_due = due.pop
+    put_due = due.setdefault
+    # The run in segments that end at a progress report, at the stop or (with
+    # a time limit) every _SEGMENT events: the event loop itself keeps no
+    # counter and does not look at the clock (inlined for performance). Past
+    # the time limit, the records made after it are cut off; the extra draws
+    # they used are never seen (streams are per worker).
+    if stop_at > 0:
+        marks = {stop_at}
+        if prog_every:
+            marks.update(range(prog_every, stop_at, prog_every))
+        if until is not None:
+            marks.update(range(_SEGMENT, stop_at, _SEGMENT))
+        ends = sorted(marks)
+    else:
+        ends = itertools.count(_SEGMENT, _SEGMENT)
+    count = 0
+    for end in ends:
+        # the whole async process is these lines (each worker has exactly one
+        # pending event, so pop + push is one heapreplace)
+        for _ in itertools.repeat(None, end - count):
+            t = heap[0]
+            w = pop_due(t)
+            if tied and t in tied:  # the next worker due at t takes its place
+                q = tied[t]
+                due[t] = q.pop(0)
+                if not q:
+                    del tied[t]
+            a_w(w)
+            a_t(t)
+            t2 = t + comp[w]()
+            if put_due(t2, w) is not w:
+                tied.setdefault(t2, []).append(w)
+            replace(heap, t2)
+        count = end
+        if rec_t[-1] > horizon:
+            count = bisect.bisect_right(rec_t, horizon)
+            del rec_w[count:], rec_t[count:]
             break
-        a_w(w)
-        a_t(t)
-        count += 1
-        if count == check:
-            if count == next_prog:
-                next_prog += prog_every
-                progress(min(1.0, count / updates))
-            if count == limit:
-                break
-            check = min(x for x in (limit, next_prog) if x > count) if max(limit, next_prog) > count else -1
-        key += 1
-        replace(heap, (t + comp[w](), key, w))
+        if end == stop_at:
+            break
+        if prog_every and end % prog_every == 0:
+            progress(min(1.0, count / updates))
     t_app = np.asarray(rec_t, dtype=np.float64)
     cols = async_columns(np.asarray(rec_w, dtype=np.int32), t_app.copy(), t_app)
     sim_time = float(t_app[-1]) if count == stop_at else float(until)

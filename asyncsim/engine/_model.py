@@ -57,15 +57,16 @@ _CHUNK = 128
 
 def _draws(sampler: BlockSampler):
     """The sampler's draws as an iterator's ``__next__`` (a C-level call per draw,
-    inlined for performance). It takes them ``_CHUNK`` at a time with ``take``,
-    which consumes the stream exactly as that many ``next()`` calls would, so
-    every engine sees the same values."""
+    inlined for performance). It converts each block to Python floats
+    ``_CHUNK`` at a time; the block is the one every engine draws, so every
+    engine sees the same values."""
 
-    def blocks():
-        while True:
-            yield sampler.take(_CHUNK).tolist()
+    def chunks():
+        for block in sampler.arrays():
+            for i in range(0, len(block), _CHUNK):
+                yield block[i:i + _CHUNK].tolist()
 
-    return itertools.chain.from_iterable(blocks()).__next__
+    return itertools.chain.from_iterable(chunks()).__next__
 
 
 def async_columns(worker: np.ndarray, t_done: np.ndarray, t_applied: np.ndarray) -> dict[str, np.ndarray]:
@@ -79,14 +80,19 @@ def async_columns(worker: np.ndarray, t_done: np.ndarray, t_applied: np.ndarray)
     """
     k = len(worker)
     step = np.arange(k, dtype=np.int64)
-    rv = np.zeros(k, dtype=np.int64)
-    t_read = np.zeros(k, dtype=np.float64)
-    if k:
-        order = np.argsort(worker, kind="stable")
-        same = np.concatenate([[False], worker[order][1:] == worker[order][:-1]])
-        prev = np.concatenate([[0], order[:-1]])
-        rv[order] = np.where(same, prev + 1, 0)
-        t_read[order] = np.where(same, t_applied[prev], 0.0)
+    if not k:
+        rv, t_read = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    else:
+        # rows grouped by worker, in row order within a group (a 16-bit key sorts by radix)
+        key = worker.astype(np.uint16) if int(worker.max()) < 1 << 16 else worker
+        order = np.argsort(key, kind="stable")
+        prev = np.empty(k, dtype=np.int64)  # the worker's previous row, or -1
+        prev[order[0]] = -1
+        o1, o0 = order[1:], order[:-1]
+        prev[o1] = np.where(worker[o1] == worker[o0], o0, -1)
+        rv = prev + 1
+        t_read = t_applied[prev]
+        t_read[rv == 0] = 0.0
     return {"step": step, "worker": worker.astype(np.int32, copy=False), "read_version": rv,
             "staleness": step - rv, "t_read": t_read, "t_done": t_done, "t_applied": t_applied}
 

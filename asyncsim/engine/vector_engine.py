@@ -37,7 +37,8 @@ import math
 import numpy as np
 
 from ..network import build_network
-from ..rng import BLOCK, Streams
+from ..rng import BlockSampler, Streams
+from ._model import async_columns
 
 __all__ = ["why_not_vectorisable", "run_vector"]
 
@@ -107,27 +108,43 @@ def why_not_vectorisable(sc) -> str | None:
 
 # --------------------------------------------------------------------- draws
 class _Stream:
-    """Draws of one distribution from one generator, made in blocks of ``BLOCK``.
+    """The first ``n`` draws of one distribution from one generator, as an array.
 
-    Inlined for performance: this is :class:`~asyncsim.rng.BlockSampler`'s
-    refill (``dist.sample(rng, BLOCK)`` as float64, block after block) kept as
-    numpy arrays instead of Python lists, so the values are the ones every
-    other engine draws (tests/test_parity.py checks it against ``take``).
+    The draws are :class:`~asyncsim.rng.BlockSampler`'s blocks (``arrays()``),
+    kept as numpy arrays instead of being handed out one by one, so the values
+    are the ones every other engine draws (tests/test_parity.py checks it).
     """
 
-    __slots__ = ("dist", "rng", "blocks", "n")
+    __slots__ = ("blocks", "n", "_more")
 
     def __init__(self, dist, rng):
-        self.dist, self.rng, self.blocks, self.n = dist, rng, [], 0
+        self._more = BlockSampler(dist, rng).arrays()
+        self.blocks: list[np.ndarray] = []
+        self.n = 0
 
-    def first(self, n: int) -> np.ndarray:
+    def _draw(self, n: int) -> None:
         while self.n < n:
-            b = np.asarray(self.dist.sample(self.rng, BLOCK), dtype=np.float64)
+            b = next(self._more)
             self.blocks.append(b)
             self.n += len(b)
+
+    def first(self, n: int) -> np.ndarray:
+        self._draw(n)
         if len(self.blocks) > 1:
             self.blocks = [np.concatenate(self.blocks)]
         return self.blocks[0][:n]
+
+    def fill(self, out: np.ndarray) -> None:
+        """Copy the first ``len(out)`` draws into ``out`` (no intermediate array)."""
+        n = len(out)
+        self._draw(n)
+        i = 0
+        for b in self.blocks:
+            k = min(len(b), n - i)
+            out[i:i + k] = b[:k]
+            i += k
+            if i == n:
+                break
 
 
 class _Draws:
@@ -141,8 +158,49 @@ class _Draws:
     def ensure(self, w: int, n: int) -> np.ndarray:
         return self.compute[w].first(n)
 
+    def matrix(self, n: int) -> np.ndarray:
+        """The first ``n`` compute draws of every worker, one row per worker."""
+        out = np.empty((len(self.compute), n))
+        for w, s in enumerate(self.compute):
+            s.fill(out[w])
+        return out
+
     def ensure_apply(self, n: int) -> np.ndarray:
         return self.apply.first(n)
+
+
+def _merge_order(arrive: np.ndarray, n_runs: int) -> np.ndarray:
+    """``np.argsort(arrive, kind="stable")`` for ``arrive`` made of ``n_runs``
+    sorted runs of non-negative finite times (checked against it in tests).
+
+    Few runs: timsort, which merges the runs. Many runs: a least-significant-
+    digit radix sort on a 32-bit quantisation of the times (two stable 16-bit
+    passes, which numpy does by radix), then the rare groups of times that
+    share a quantised value but are out of order are sorted on their own.
+    """
+    if n_runs <= _TIMSORT_RUNS or len(arrive) < 2:
+        return np.argsort(arrive, kind="stable")
+    hi = float(arrive.max())
+    # monotone in the time; the margin keeps the product below 2**32 after rounding
+    q = (arrive * ((2.0**32 - 2.0**12) / hi)).astype(np.uint32) if hi > 0 else np.zeros(len(arrive), np.uint32)
+    p = np.argsort((q & 0xFFFF).astype(np.uint16), kind="stable")
+    p = p[np.argsort((q >> 16).astype(np.uint16)[p], kind="stable")]
+    # now in (quantised time, index) order; fix groups with one quantised time
+    v = arrive[p]
+    for i in np.flatnonzero(v[1:] < v[:-1]).tolist():
+        key = q[p[i]]
+        lo, hi_ = i, i + 1
+        while lo > 0 and q[p[lo - 1]] == key:
+            lo -= 1
+        while hi_ + 1 < len(p) and q[p[hi_ + 1]] == key:
+            hi_ += 1
+        seg = p[lo:hi_ + 1]  # in index order: a stable sort by time is the stable order
+        p[lo:hi_ + 1] = seg[np.argsort(arrive[seg], kind="stable")]
+    return p
+
+
+#: up to this many sorted runs, timsort's merging beats the radix passes
+_TIMSORT_RUNS = 4
 
 
 def _mean_or(d, default=1.0) -> float:
@@ -160,36 +218,44 @@ def _run_kasync(sc, K, updates, until, progress):
     ph, pl, h, l = _transfer_times(sc)
     cyc = np.array([_mean_or(d) for d in sc.compute_dists()]) + ph + pl + h + l
     rate = 1.0 / np.maximum(cyc, 1e-300)
-    # expected arrivals per worker plus ~6 standard deviations (Poisson-like counts),
+    # expected arrivals per worker plus ~5 standard deviations (Poisson-like counts),
     # so that one pass almost always suffices; short workers are extended below
     if updates is not None:
         mean = updates * K * rate / rate.sum()
     else:
         mean = until * rate
-    counts = np.ceil(mean * 1.02 + 6 * np.sqrt(mean) + 16).astype(np.int64)
+    counts = np.ceil(mean * 1.01 + 5 * np.sqrt(mean) + 16).astype(np.int64)
     has_net = bool(np.any(ph) or np.any(pl) or np.any(h) or np.any(l))
     while True:
-        arr_l, rd_l, dn_l = [], [], []
-        for w in range(n):
-            c = draws.ensure(w, int(counts[w]))[: counts[w]]
-            if has_net:
-                # the event engines' additions in order: pull hold, pull latency, compute,
-                # push hold, push latency (adding 0.0 leaves a float unchanged)
-                seq = np.empty((len(c), 5))
-                seq[:, 0], seq[:, 1], seq[:, 2], seq[:, 3], seq[:, 4] = ph[w], pl[w], c, h[w], l[w]
-                cs = np.cumsum(seq.ravel()).reshape(-1, 5)
-                arr_l.append(cs[:, 4])
-                rd_l.append(cs[:, 1])
-                dn_l.append(cs[:, 2])
-            else:
-                arr_l.append(np.cumsum(c))
-        last = np.array([a[-1] for a in arr_l])
-        arrive = np.concatenate(arr_l)
-        order = np.argsort(arrive, kind="stable")
-        t_sorted = arrive[order]
+        same = not has_net and bool(np.all(counts == counts[0]))
+        if same:
+            # one row per worker: a cumsum along rows is each worker's own left fold
+            c = int(counts[0])
+            arrive = draws.matrix(c)
+            np.cumsum(arrive, axis=1, out=arrive)
+            arrive = arrive.ravel()
+            last = arrive[c - 1::c]
+        else:
+            arr_l, rd_l, dn_l = [], [], []
+            for w in range(n):
+                c = draws.ensure(w, int(counts[w]))[: counts[w]]
+                if has_net:
+                    # the event engines' additions in order: pull hold, pull latency, compute,
+                    # push hold, push latency (adding 0.0 leaves a float unchanged)
+                    seq = np.empty((len(c), 5))
+                    seq[:, 0], seq[:, 1], seq[:, 2], seq[:, 3], seq[:, 4] = ph[w], pl[w], c, h[w], l[w]
+                    cs = np.cumsum(seq.ravel()).reshape(-1, 5)
+                    arr_l.append(cs[:, 4])
+                    rd_l.append(cs[:, 1])
+                    dn_l.append(cs[:, 2])
+                else:
+                    arr_l.append(np.cumsum(c))
+            last = np.array([x[-1] for x in arr_l])
+            arrive = np.concatenate(arr_l)
+        order = _merge_order(arrive, n)
         if updates is not None:
             m = updates * K
-            horizon = t_sorted[m - 1] if len(t_sorted) >= m else math.inf
+            horizon = arrive[order[m - 1]] if len(order) >= m else math.inf
         else:
             horizon = until
         short = last <= horizon
@@ -198,24 +264,48 @@ def _run_kasync(sc, K, updates, until, progress):
         counts = np.where(short, counts * 2, counts)
     if updates is not None:
         m = updates * K
+        t_sorted = arrive[order[:m + 1]]
     else:
+        t_sorted = arrive[order]
         m = int(np.searchsorted(t_sorted, until, side="right")) // K * K
+        t_sorted = t_sorted[:m + 1]
     # An arrival tied with the next one (the (m+1)-th included: it could
     # precede the m-th in the event engines) changes the order: hand over.
-    upto = min(m + 1, len(t_sorted))
-    if upto > 1 and np.any(np.diff(t_sorted[:upto]) == 0):
+    if len(t_sorted) > 1 and np.any(t_sorted[1:] == t_sorted[:-1]):
         raise _Tie
     sel = order[:m]
-    counts_used = np.array([len(a) for a in arr_l])
-    offsets = np.concatenate([[0], np.cumsum(counts_used)[:-1]])
-    worker = np.repeat(np.arange(n, dtype=np.int32), counts_used)[sel]
-    first = sel == offsets[worker]           # the worker's first gradient
+    t_arr = t_sorted[:m]
+    if same:
+        worker = np.floor_divide(sel, c, out=np.empty(m, dtype=np.int32), casting="unsafe")
+    else:
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        worker = (np.searchsorted(offsets, sel, side="right") - 1).astype(np.int32)
+    sim_time = float(t_arr[-1]) if updates is not None else float(until)
+    if K == 1 and not has_net:
+        # every arrival is applied on its own, at once: the async columns
+        if not same:
+            return async_columns(worker, t_arr.copy(), t_arr), sim_time, m
+        # one row per worker: a gradient's version read is 1 + the global index of
+        # the worker's previous gradient (the one to its left), 0 for the first
+        # (a selected gradient's previous one is selected: it arrived earlier)
+        g = np.empty((n, c), dtype=np.int64)
+        g.ravel()[sel] = np.arange(1, m + 1)
+        g[:, 1:] = g[:, :-1]
+        g[:, 0] = 0
+        rv = g.ravel()[sel]
+        tr = np.empty((n, c))
+        tr[:, 1:] = arrive.reshape(n, c)[:, :-1]
+        tr[:, 0] = 0.0
+        step = np.arange(m, dtype=np.int64)
+        cols = {"step": step, "worker": worker, "read_version": rv, "staleness": step - rv,
+                "t_read": tr.ravel()[sel], "t_done": t_arr.copy(), "t_applied": t_arr}
+        return cols, sim_time, m
+    first = sel == (sel // c * c if same else offsets[worker])  # the worker's first gradient
     gidx = np.empty(len(arrive), dtype=np.int64)
-    gidx[order] = np.arange(len(arrive), dtype=np.int64)
+    gidx[sel] = np.arange(m, dtype=np.int64)  # (a selected arrival's previous one is selected)
     prev = np.maximum(sel - 1, 0)            # flat index of the worker's previous gradient
     # version read = updates complete after the worker's previous arrival (global index g)
     rv = np.where(first, 0, (gidx[prev] + 1) // K)
-    t_arr = t_sorted[:m]
     if has_net:
         t_read = np.concatenate(rd_l)[sel]
         t_done = np.concatenate(dn_l)[sel]
@@ -238,9 +328,7 @@ def _run_kasync(sc, K, updates, until, progress):
         "t_done": t_done.copy() if t_done is t_app_rows else t_done,
         "t_applied": t_app_rows,
     }
-    n_up = m // K
-    sim_time = float(t_app[-1]) if updates is not None else float(until)
-    return cols, sim_time, n_up
+    return cols, sim_time, m // K
 
 
 # -------------------------------------------------------------- sync, backup
@@ -411,6 +499,7 @@ def run_vector(sc, *, updates, until, progress=None):
         from .heap_engine import run_heap
 
         return run_heap(sc, updates=updates, until=until, progress=progress)
-    step = cols["step"]
-    cols["staleness"] = np.where(step >= 0, step - cols["read_version"], -1)
+    if "staleness" not in cols:
+        step = cols["step"]
+        cols["staleness"] = np.where(step >= 0, step - cols["read_version"], -1)
     return cols, sim_time, n_up

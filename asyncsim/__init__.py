@@ -25,6 +25,7 @@ __all__ = [
     "Trace",
     "load_scenario",
     "simulate",
+    "keep_freed_memory",
 ]
 
 
@@ -40,3 +41,10 @@ def simulate(scenario, updates=None, seed=None, engine="auto", **kwargs):
     from .engine import simulate as _simulate
 
     return _simulate(scenario, updates=updates, seed=seed, engine=engine, **kwargs)
+
+
+def keep_freed_memory(children=True):
+    """Keep freed memory for the next run's arrays (glibc; what the CLI does). See :mod:`asyncsim._alloc`."""
+    from ._alloc import keep_freed_memory as _keep
+
+    return _keep(children=children)

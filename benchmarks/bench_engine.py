@@ -1,6 +1,6 @@
 """Engine throughput: gradient rows per second of every engine, medians of several runs.
 
-    python benchmarks/bench_engine.py [--repeats 3] [--updates 200000] [--quick]
+    python benchmarks/bench_engine.py [--repeats 3] [--updates 200000] [--quick] [--keep-freed-memory]
 
 Part 1 (issue 2): the SimPy engine on async N = 8, 64, 512 without network
 against a minimal SimPy loop doing only the two timeouts per update (compute
@@ -13,6 +13,11 @@ vectorised engine (time and peak memory, tracemalloc).
 
 All timings are wall-clock on whatever machine runs this (shared machines are
 noisy: compare ratios from the same run). A warm-up run precedes each series.
+
+``--keep-freed-memory`` first calls :func:`asyncsim.keep_freed_memory`, as the
+``asyncsim`` command does for itself: glibc then reuses freed pages instead of
+returning them to the kernel. Without it, a fast engine's run spends much of
+its time in page faults on the arrays it allocates (the column "faults/run").
 """
 
 from __future__ import annotations
@@ -91,16 +96,37 @@ def median_rate(fn, repeats: int) -> float:
     return statistics.median(fn() for _ in range(repeats))
 
 
+def _faults() -> int:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def rate_and_faults(fn, repeats: int) -> tuple[float, float]:
+    """Median rate and minor page faults per run (of the timed runs)."""
+    fn()  # warm-up
+    f0 = _faults()
+    rates = [fn() for _ in range(repeats)]
+    return statistics.median(rates), (_faults() - f0) / repeats
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--updates", type=int, default=200_000)
     ap.add_argument("--quick", action="store_true", help="fewer updates (smoke run)")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="tune glibc malloc as the asyncsim command does (asyncsim.keep_freed_memory)")
     args = ap.parse_args(argv)
+    if args.keep_freed_memory and not asyncsim.keep_freed_memory(children=False):
+        print("# (keep_freed_memory: not glibc, no effect)")
     u = 20_000 if args.quick else args.updates
     r = args.repeats
     print(f"# asyncsim {asyncsim.__version__}, python {sys.version.split()[0]}, numpy {np.__version__}; "
-          f"{u} updates, median of {r} runs (rows/s)")
+          f"{u} updates, median of {r} runs (rows/s); allocator: "
+          f"{'freed memory kept' if args.keep_freed_memory else 'glibc defaults'}")
 
     print("\n## SimPy engine vs minimal SimPy loop (async, no network)")
     print(f"{'N':>5} {'minimal':>12} {'simpy':>12} {'ratio':>7}")
@@ -110,15 +136,15 @@ def main(argv=None) -> int:
         eng = median_rate(lambda: engine_rate(sc, "simpy"), r)
         print(f"{n:>5} {base:>12,.0f} {eng:>12,.0f} {eng / base:>7.2f}")
 
-    print("\n## every engine (ratios vs simpy in the same run)")
+    print("\n## every engine (ratios vs simpy in the same run; [minor page faults per run])")
     cases = [(f"async N={n}", scenario(n, u, apply=None)) for n in (8, 64, 512)]
     cases.append(("async N=64 apply 1e-6 s", scenario(64, u)))
     cases.append(("async N=64 contended star", scenario(64, u // 4, network=True, apply=None)))
     for label, sc in cases:
         engines = supported_engines(load_scenario(sc))
-        rates = {e: median_rate(lambda e=e: engine_rate(sc, e), r) for e in reversed(engines)}
-        base = rates["simpy"]
-        cells = "  ".join(f"{e} {rates[e]:>11,.0f} ({rates[e] / base:5.1f}x)" for e in engines)
+        got = {e: rate_and_faults(lambda e=e: engine_rate(sc, e), r) for e in reversed(engines)}
+        base = got["simpy"][0]
+        cells = "  ".join(f"{e} {got[e][0]:>11,.0f} ({got[e][0] / base:5.1f}x) [{got[e][1]:>5.0f}]" for e in engines)
         print(f"{label:28s} {cells}")
 
     sc = scenario(512, 1_000_000, apply=None)

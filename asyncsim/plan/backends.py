@@ -31,6 +31,7 @@ import signal
 import threading
 from typing import Any, Callable, Protocol, Sequence
 
+from .. import _alloc
 from ..errors import InputError
 
 __all__ = ["Backend", "SerialBackend", "LocalBackend", "RayBackend", "make_backend", "default_workers"]
@@ -65,17 +66,21 @@ class SerialBackend:
             on_result(item, fn(item))
 
 
-#: Thread settings of pool and Ray workers: one process per core already, and BLAS/OpenMP
-#: thread pools spin-waiting on a loaded machine were measured to make steps much slower.
-_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+#: Environment of pool and Ray workers. Threads: one process per core already, and
+#: BLAS/OpenMP thread pools spin-waiting on a loaded machine were measured to make steps
+#: much slower. Memory: keep freed memory for the next point's arrays (asyncsim._alloc),
+#: unless ASYNCSIM_KEEP_FREED_MEMORY=0.
+_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "OMP_WAIT_POLICY": "PASSIVE"}
+if _alloc.enabled():
+    _WORKER_ENV.update(_alloc.ENV)
 
 
 @contextlib.contextmanager
-def _one_thread_env():
+def _worker_env():
     """Spawned workers copy the environment at start (before numpy reads it): set it for them."""
-    saved = {k: os.environ.get(k) for k in _ONE_THREAD}
-    for k, v in _ONE_THREAD.items():
+    saved = {k: os.environ.get(k) for k in _WORKER_ENV}
+    for k, v in _WORKER_ENV.items():
         os.environ.setdefault(k, v)
     try:
         yield
@@ -116,7 +121,7 @@ class LocalBackend:
         # Workers are started (by submit) with SIGINT ignored, a disposition a spawned process
         # keeps from its start: a Ctrl-C sent to the whole terminal process group then reaches
         # only the driver, even while a worker is still importing.
-        with _sigint_ignored(), _one_thread_env():
+        with _sigint_ignored(), _worker_env():
             ex = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_worker_init)
             futures = {ex.submit(fn, it): it for it in items}
         try:
@@ -211,7 +216,7 @@ class RayBackend:
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "configure_logging": False}
             # the workers of a local Ray inherit this environment: one thread each (see _worker_init)
-            env = dict(_ONE_THREAD)
+            env = dict(_WORKER_ENV)
             if self.address is None:
                 kw["num_cpus"] = self.num_cpus or default_workers()
             kw["runtime_env"] = {"env_vars": env}

@@ -38,11 +38,119 @@ class Streams:
     def worker(self, index: int, purpose: str = "compute") -> np.random.Generator:
         return self._gen(_DOMAINS["worker"], index, _PURPOSES[purpose])
 
+    def workers(self, n: int, purpose: str = "compute") -> list[np.random.Generator]:
+        """``[worker(i, purpose) for i in range(n)]``, the same generators, built
+        about ten times faster (see :func:`pcg64_batch`)."""
+        keys = np.empty((n, 3), dtype=np.int64)
+        keys[:, 0], keys[:, 1], keys[:, 2] = _DOMAINS["worker"], np.arange(n), _PURPOSES[purpose]
+        return pcg64_batch(self.seed, keys)
+
     def server(self, purpose: str = "apply") -> np.random.Generator:
         return self._gen(_DOMAINS["server"], _PURPOSES[purpose])
 
     def link(self, index: int, purpose: str = "misc") -> np.random.Generator:
         return self._gen(_DOMAINS["link"], index, _PURPOSES[purpose])
+
+
+# ------------------------------------------------------------ batch seeding
+# numpy's SeedSequence (O'Neill's seed_seq_fe, numpy/random/bit_generator.pyx)
+# with its pool of 4 words, computed for many spawn keys at once. numpy builds
+# one SeedSequence and one PCG64 in about 11 us, 6 ms for a 512-worker run:
+# about 40 % of a vectorised run. The mixing below is the same arithmetic on
+# uint32 columns, one row per key; pcg64_batch checks itself against numpy
+# once per process and falls back to numpy if they ever differ
+# (tests/test_rng.py compares them on many seeds and keys).
+_INIT_A, _MULT_A, _INIT_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED
+_MIX_L, _MIX_R, _XSHIFT, _M32 = 0xCA01F9DD, 0x4973F715, 16, 0xFFFFFFFF
+_POOL = 4
+
+
+def _words(x: int) -> list[int]:
+    """numpy's _coerce_to_uint32_array for one non-negative int: little-endian 32-bit words."""
+    if x < 0:
+        raise ValueError("seeds and keys must be >= 0")
+    out = [x & _M32] if x == 0 else []
+    while x > 0:
+        out.append(x & _M32)
+        x >>= 32
+    return out
+
+
+def _seed_states(seed: int, keys: np.ndarray) -> np.ndarray:
+    """PCG64's four 64-bit seed words, ``SeedSequence(seed, spawn_key=key)
+    .generate_state(4, np.uint64)``, for each row of ``keys`` (each < 2**32)."""
+    run = _words(int(seed))
+    if len(run) < _POOL:
+        run = run + [0] * (_POOL - len(run))
+    k = len(keys)
+    ent = [np.full(k, w, dtype=np.uint32) for w in run] + [keys[:, j].astype(np.uint32) for j in range(keys.shape[1])]
+    h = _INIT_A
+
+    def hashmix(v: np.ndarray) -> np.ndarray:
+        nonlocal h
+        v = v ^ np.uint32(h)
+        h = (h * _MULT_A) & _M32
+        v = v * np.uint32(h)
+        return v ^ (v >> np.uint32(_XSHIFT))
+
+    def mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        r = np.uint32(_MIX_L) * x - np.uint32(_MIX_R) * y
+        return r ^ (r >> np.uint32(_XSHIFT))
+
+    pool = [hashmix(ent[i] if i < len(ent) else np.zeros(k, np.uint32)) for i in range(_POOL)]
+    for src in range(_POOL):
+        for dst in range(_POOL):
+            if src != dst:
+                pool[dst] = mix(pool[dst], hashmix(pool[src]))
+    for src in range(_POOL, len(ent)):
+        for dst in range(_POOL):
+            pool[dst] = mix(pool[dst], hashmix(ent[src]))
+    out = np.empty((k, 8), dtype=np.uint32)
+    hb = _INIT_B
+    for i in range(8):
+        v = pool[i % _POOL] ^ np.uint32(hb)
+        hb = (hb * _MULT_B) & _M32
+        v = v * np.uint32(hb)
+        out[:, i] = v ^ (v >> np.uint32(_XSHIFT))
+    # 64-bit words from little-endian pairs of 32-bit words, as numpy does
+    return out[:, 0::2].astype(np.uint64) | (out[:, 1::2].astype(np.uint64) << np.uint64(32))
+
+
+class _FixedState:
+    """A seed-sequence stand-in that hands PCG64 precomputed state words."""
+
+    __slots__ = ("words",)
+
+    def __init__(self, words: np.ndarray):
+        self.words = words
+
+    def generate_state(self, n_words: int, dtype=np.uint32) -> np.ndarray:
+        if n_words != 4 or np.dtype(dtype) != np.uint64:  # pragma: no cover - PCG64 asks for exactly this
+            raise ValueError("only PCG64's four 64-bit words are precomputed")
+        return self.words
+
+
+np.random.bit_generator.ISeedSequence.register(_FixedState)
+_batch_ok: bool | None = None
+
+
+def _batch_matches_numpy() -> bool:
+    global _batch_ok
+    if _batch_ok is None:
+        probe = np.array([[0, 7, 0], [1, 3, 2]], dtype=np.int64)
+        want = [np.random.SeedSequence(2**40 + 5, spawn_key=tuple(int(x) for x in r)).generate_state(4, np.uint64)
+                for r in probe]
+        _batch_ok = bool(np.array_equal(_seed_states(2**40 + 5, probe), np.array(want)))
+    return _batch_ok
+
+
+def pcg64_batch(seed: int, keys: np.ndarray) -> list[np.random.Generator]:
+    """``Generator(PCG64(SeedSequence(seed, spawn_key=tuple(key))))`` for each row of ``keys``."""
+    if len(keys) >= 8 and np.all(keys < 2**32) and np.all(keys >= 0) and _batch_matches_numpy():
+        states = _seed_states(seed, keys)
+        return [np.random.Generator(np.random.PCG64(_FixedState(st))) for st in states]
+    return [np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed), spawn_key=tuple(int(x) for x in r))))
+            for r in keys]
 
 
 class BlockSampler:

@@ -87,3 +87,21 @@ def test_streams_are_keyed_not_ordered():
     assert not np.array_equal(Streams(42).worker(3).random(5), Streams(42).worker(4).random(5))
     assert not np.array_equal(Streams(42).worker(3).random(5), Streams(43).worker(3).random(5))
     assert not np.array_equal(Streams(1).worker(0, "compute").random(5), Streams(1).worker(0, "network").random(5))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s["dist"])
+def test_prefix_draws_claim_holds(spec):
+    """A family that claims ``prefix_draws`` gives, for a draw of k values, the
+    first k values of any longer draw from the same state (the vectorised engine
+    then draws exactly what it needs); mixture and the truncated normal draw
+    ahead for the whole batch and must not claim it."""
+    d = parse_distribution(spec)
+    if spec["dist"] in ("mixture", "normal"):
+        assert not d.prefix_draws
+        return
+    assert d.prefix_draws
+    for seed in range(5):
+        long = d.sample(Streams(seed).worker(3, "compute"), 3 * BLOCK)
+        for k in (1, 2, 7, 511, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK + 333):
+            short = d.sample(Streams(seed).worker(3, "compute"), k)
+            np.testing.assert_array_equal(short, long[:k])

@@ -230,7 +230,46 @@ def test_vector_draws_equal_blocksampler(spec):
     from asyncsim.rng import BlockSampler, Streams
 
     d = TypeAdapter(DistributionSpec).validate_python(spec)
-    a = _Stream(d, Streams(3).worker(2, "compute"))
+    a = _Stream(d, Streams(3).worker(2, "compute"), lambda: Streams(3).worker(2, "compute"))
     b = BlockSampler(d, Streams(3).worker(2, "compute"))
     np.testing.assert_array_equal(a.first(1500), b.take(1500))
     np.testing.assert_array_equal(a.first(5000)[1500:], b.take(3500))
+    # drawn in part, then grown (the stream is rebuilt), then read through fill()
+    c = _Stream(d, Streams(3).worker(2, "compute"), lambda: Streams(3).worker(2, "compute"))
+    np.testing.assert_array_equal(c.first(10), a.first(10))
+    out = np.empty(2100)
+    c.fill(out)
+    np.testing.assert_array_equal(out, a.first(2100))
+
+
+@pytest.mark.parametrize("policy,stop", [
+    ({"kind": "async"}, {"updates": 3000}),
+    ({"kind": "k_async", "k": 3}, {"updates": 1000}),
+    ({"kind": "async"}, {"time": 400.0}),
+    ({"kind": "sync"}, {"time": 3000.0}),
+    ({"kind": "round_robin"}, {"time": 1000.0}),
+])
+def test_vector_regrows_its_draws(policy, stop, monkeypatch):
+    """When the vectorised engine's first guess of the draws each worker needs is
+    too short (here forced: it believes compute takes 10-100x longer), it doubles
+    them: a stream drawn in part is rebuilt and drawn again, and the trace must
+    not change."""
+    from asyncsim.engine import vector_engine
+
+    orig_mean = vector_engine._mean_or
+    monkeypatch.setattr(vector_engine, "_mean_or", lambda d, default=1.0: orig_mean(d, default) * (
+        10 if d.dist == "exponential" else 100))
+    grown = []
+    orig = vector_engine._Stream._draw
+
+    def spy(self, n):
+        if self.partial and n > self.n:
+            grown.append(n)
+        return orig(self, n)
+
+    monkeypatch.setattr(vector_engine._Stream, "_draw", spy)
+    sc = {"name": "grow", "seed": 4, "policy": policy, "stop": stop,
+          "workers": [{"count": 16, "compute": {"dist": "pareto", "shape": 1.3, "scale": 1.0}},
+                      {"count": 4, "compute": {"dist": "exponential", "mean": 0.5}}]}
+    traces = check_parity(sc, str(policy))
+    assert "vector" in traces and grown

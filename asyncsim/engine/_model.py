@@ -109,15 +109,18 @@ class Model:
         streams = Streams(sc.seed)
         # One sampler per stream; every engine draws through BlockSampler so all
         # engines consume each stream identically (common random numbers).
-        self.compute = [BlockSampler(d, streams.worker(i, "compute")) for i, d in enumerate(sc.compute_dists())]
+        self.compute = [BlockSampler(d, g) for d, g in zip(sc.compute_dists(), streams.workers(n, "compute"))]
         self.compute_next = [_draws(s) for s in self.compute]
         self.apply_next = _draws(BlockSampler(sc.server.apply, streams.server("apply")))
         self.network = net = build_network(sc)
         if net is not None:
             self.links = [kernel.resource() for _ in range(net.n_links)]
             self.pull_hops, self.push_hops = [], []
+            random_hops = any(d.dist != "constant" for routes in (net.pull, net.push) for r in routes
+                              for d in r.latencies)
+            net_rngs = streams.workers(n, "network") if random_hops else [None] * n
             for i in range(n):
-                rng = streams.worker(i, "network")
+                rng = net_rngs[i]
                 samplers: dict[int, BlockSampler] = {}
                 for routes, out in ((net.pull, self.pull_hops), (net.push, self.push_hops)):
                     hops = []

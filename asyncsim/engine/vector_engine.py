@@ -37,7 +37,7 @@ import math
 import numpy as np
 
 from ..network import build_network
-from ..rng import BlockSampler, Streams
+from ..rng import BLOCK, BlockSampler, Streams
 from ._model import async_columns
 
 __all__ = ["why_not_vectorisable", "run_vector"]
@@ -110,23 +110,42 @@ def why_not_vectorisable(sc) -> str | None:
 class _Stream:
     """The first ``n`` draws of one distribution from one generator, as an array.
 
-    The draws are :class:`~asyncsim.rng.BlockSampler`'s blocks (``arrays()``),
-    kept as numpy arrays instead of being handed out one by one, so the values
-    are the ones every other engine draws (tests/test_parity.py checks it).
+    The values are the ones :class:`~asyncsim.rng.BlockSampler` hands out
+    (tests/test_parity.py checks it). A family with ``prefix_draws`` is drawn
+    in whole blocks up to the last one, then only the part of the last block
+    that is needed: its first values are the block's (the property, tested
+    per family). Should more be needed later, the stream is rebuilt with
+    ``remake`` and drawn again from its start. Other families draw whole
+    blocks (``BlockSampler.arrays()``).
     """
 
-    __slots__ = ("blocks", "n", "_more")
+    __slots__ = ("dist", "rng", "remake", "blocks", "n", "partial", "_more")
 
-    def __init__(self, dist, rng):
-        self._more = BlockSampler(dist, rng).arrays()
+    def __init__(self, dist, rng, remake):
+        self.dist, self.rng, self.remake = dist, rng, remake
+        self._more = None if dist.prefix_draws else BlockSampler(dist, rng).arrays()
         self.blocks: list[np.ndarray] = []
         self.n = 0
+        self.partial = False  # the last block was drawn in part
 
     def _draw(self, n: int) -> None:
-        while self.n < n:
-            b = next(self._more)
-            self.blocks.append(b)
-            self.n += len(b)
+        if n <= self.n:
+            return
+        if self._more is not None:
+            while self.n < n:
+                b = next(self._more)
+                self.blocks.append(b)
+                self.n += len(b)
+            return
+        if self.partial:  # the generator is past a part-block: start again
+            self.rng, self.blocks, self.n, self.partial = self.remake(), [], 0, False
+        sample, rng = self.dist.sample, self.rng
+        while self.n + BLOCK <= n:
+            self.blocks.append(np.asarray(sample(rng, BLOCK), dtype=np.float64))
+            self.n += BLOCK
+        if self.n < n:
+            self.blocks.append(np.asarray(sample(rng, n - self.n), dtype=np.float64))
+            self.n, self.partial = n, True
 
     def first(self, n: int) -> np.ndarray:
         self._draw(n)
@@ -152,8 +171,10 @@ class _Draws:
 
     def __init__(self, sc):
         streams = Streams(sc.seed)
-        self.compute = [_Stream(d, streams.worker(i, "compute")) for i, d in enumerate(sc.compute_dists())]
-        self.apply = _Stream(sc.server.apply, streams.server("apply"))
+        dists = sc.compute_dists()
+        gens = streams.workers(len(dists), "compute")
+        self.compute = [_Stream(d, g, lambda i=i: streams.worker(i, "compute")) for i, (d, g) in enumerate(zip(dists, gens))]
+        self.apply = _Stream(sc.server.apply, streams.server("apply"), lambda: streams.server("apply"))
 
     def ensure(self, w: int, n: int) -> np.ndarray:
         return self.compute[w].first(n)

@@ -12,7 +12,9 @@ and async N = 64 on a contended star; and 10^6 updates at N = 512 on the
 vectorised engine (time and peak memory, tracemalloc).
 
 All timings are wall-clock on whatever machine runs this (shared machines are
-noisy: compare ratios from the same run). A warm-up run precedes each series.
+noisy: compare ratios from the same run). The engines of a case take turns,
+run after run, after a warm-up round, so that drifts in the machine's speed
+reach them alike.
 
 ``--keep-freed-memory`` first calls :func:`asyncsim.keep_freed_memory`, as the
 ``asyncsim`` command does for itself: glibc then reuses freed pages instead of
@@ -91,11 +93,6 @@ def engine_rate(sc: dict, engine: str) -> float:
     return len(tr) / (time.perf_counter() - t)
 
 
-def median_rate(fn, repeats: int) -> float:
-    fn()  # warm-up
-    return statistics.median(fn() for _ in range(repeats))
-
-
 def _faults() -> int:
     try:
         import resource
@@ -104,12 +101,20 @@ def _faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def rate_and_faults(fn, repeats: int) -> tuple[float, float]:
-    """Median rate and minor page faults per run (of the timed runs)."""
-    fn()  # warm-up
-    f0 = _faults()
-    rates = [fn() for _ in range(repeats)]
-    return statistics.median(rates), (_faults() - f0) / repeats
+def interleaved(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median rate and minor page faults per run of each function, the functions
+    taking turns (a warm-up round, then ``repeats`` rounds) so that drifts in
+    the machine's speed reach all of them alike."""
+    for fn in fns.values():
+        fn()
+    rates: dict[str, list[float]] = {k: [] for k in fns}
+    faults = dict.fromkeys(fns, 0)
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            f0 = _faults()
+            rates[k].append(fn())
+            faults[k] += _faults() - f0
+    return {k: (statistics.median(rates[k]), faults[k] / repeats) for k in fns}
 
 
 def main(argv=None) -> int:
@@ -132,8 +137,8 @@ def main(argv=None) -> int:
     print(f"{'N':>5} {'minimal':>12} {'simpy':>12} {'ratio':>7}")
     for n in (8, 64, 512):
         sc = scenario(n, u)
-        base = median_rate(lambda: minimal_simpy(n, u), r)
-        eng = median_rate(lambda: engine_rate(sc, "simpy"), r)
+        got = interleaved({"minimal": lambda: minimal_simpy(n, u), "simpy": lambda: engine_rate(sc, "simpy")}, r)
+        base, eng = got["minimal"][0], got["simpy"][0]
         print(f"{n:>5} {base:>12,.0f} {eng:>12,.0f} {eng / base:>7.2f}")
 
     print("\n## every engine (ratios vs simpy in the same run; [minor page faults per run])")
@@ -142,7 +147,7 @@ def main(argv=None) -> int:
     cases.append(("async N=64 contended star", scenario(64, u // 4, network=True, apply=None)))
     for label, sc in cases:
         engines = supported_engines(load_scenario(sc))
-        got = {e: rate_and_faults(lambda e=e: engine_rate(sc, e), r) for e in reversed(engines)}
+        got = interleaved({e: (lambda e=e: engine_rate(sc, e)) for e in reversed(engines)}, r)
         base = got["simpy"][0]
         cells = "  ".join(f"{e} {got[e][0]:>11,.0f} ({got[e][0] / base:5.1f}x) [{got[e][1]:>5.0f}]" for e in engines)
         print(f"{label:28s} {cells}")

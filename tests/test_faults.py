@@ -39,6 +39,7 @@ def both(sc):
     """Run the reference and the heap engine; assert identical traces; return the reference."""
     ref = simulate(sc, engine="simpy")
     other = simulate(sc, engine="heap")
+    ref.validate()  # (simulate does not validate its own output)
     assert_same(ref, other)
     assert ref.meta == other.meta
     for k, col in ref.down_intervals.items():

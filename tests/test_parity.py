@@ -37,7 +37,10 @@ def assert_same(ref, other, label=""):
 def run_all(sc):
     """Run every engine that claims support; returns {engine: trace}."""
     s = load_scenario(sc)
-    return {e: simulate(s, engine=e) for e in supported_engines(s)}
+    traces = {e: simulate(s, engine=e) for e in supported_engines(s)}
+    for tr in traces.values():  # simulate() does not validate its own output: check it here
+        tr.validate()
+    return traces
 
 
 def check_parity(sc, label=""):

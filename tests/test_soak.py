@@ -141,6 +141,7 @@ def test_soak_random_scenarios():
             try:
                 s = asyncsim.load_scenario(sc)
                 tr = asyncsim.simulate(s)
+                tr.validate()  # (simulate does not validate its own output)
                 summ = tr.summary()
                 assert summ["gradients"] == summ["applied"] + summ["dropped"] + summ["lost"], i
                 if analyze is not None:

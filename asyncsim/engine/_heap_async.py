@@ -224,7 +224,10 @@ def run_async_loop(sc, *, updates, until, progress=None):
                     if q and l_user[li] is None:
                         h = q.pop(0)
                         l_user[li] = h
-                        sched(t, h)
+                        if heap and heap[0][0] <= t:  # sched(t, h) inlined
+                            push(heap, (t, normal(), h))
+                        else:
+                            nxt_t, nxt_w = t, h
                     continue
             p = phase[w]
             # phases in order of frequency with a network: link grants, holds, latencies
@@ -288,18 +291,56 @@ def run_async_loop(sc, *, updates, until, progress=None):
                     if d > 0.0:
                         phase[w] = _APPLY
                         sched(t + d, w)
+                        continue
+                    # finish_apply(w, t) inlined for performance (the network hot path)
+                    a_w(w)
+                    a_tr(t_read[w])
+                    a_td(t_done[w])
+                    a_ta(t)
+                    count += 1
+                    if count == check_at:
+                        checkpoint()
+                    if s_queue:
+                        push(heap, (t, normal(), s_queue.popleft()))
                     else:
-                        finish_apply(w, t)
+                        busy = False
+                    r = cur_route[w] = routes[0][w]
+                    links = r.links
+                    if not links:
+                        if not begin_transfer(w, 0, t):
+                            start_compute(w, t)
+                        continue
+                    # begin the pull (begin_transfer and request inlined for a route with links)
+                    direction[w] = 0
+                    pos[w] = 0
+                    phase[w] = _REQ
+                    li = links[0]
+                    if l_user[li] is None and not l_queue[li]:  # free: granted
+                        l_user[li] = w
+                        if heap and heap[0][0] <= t:
+                            push(heap, (t, normal(), w))
+                        else:
+                            nxt_t, nxt_w = t, w
+                    else:
+                        request(li, w, t)
             elif p == _COMP:
                 t_done[w] = t
                 if has_net:
                     r = cur_route[w] = routes[1][w]
                     links = r.links
-                    if links:  # start the push (begin_transfer inlined for the usual case)
+                    if links:  # start the push (begin_transfer and request inlined for the usual case)
                         direction[w] = 1
                         pos[w] = 0
                         phase[w] = _REQ
-                        request(links[0], w, t)
+                        li = links[0]
+                        if l_user[li] is None and not l_queue[li]:  # free: granted
+                            l_user[li] = w
+                            if heap and heap[0][0] <= t:
+                                push(heap, (t, normal(), w))
+                            else:
+                                nxt_t, nxt_w = t, w
+                        else:
+                            request(li, w, t)
                         continue
                     if begin_transfer(w, 1, t):
                         continue

@@ -63,7 +63,10 @@ def test_sets_environment_for_children_and_opt_out(monkeypatch):
 
 
 @pytest.mark.skipif(not _glibc(), reason="glibc only")
-def test_plan_workers_inherit_the_settings():
+def test_plan_workers_inherit_the_settings(monkeypatch):
     from asyncsim.plan import backends
 
-    assert set(_alloc.ENV.items()) <= set(backends._WORKER_ENV.items())
+    monkeypatch.delenv("ASYNCSIM_KEEP_FREED_MEMORY", raising=False)
+    assert set(_alloc.ENV.items()) <= set(backends.worker_env_vars().items())
+    monkeypatch.setenv("ASYNCSIM_KEEP_FREED_MEMORY", "0")  # read when workers start, not at import
+    assert not set(_alloc.ENV) & set(backends.worker_env_vars())

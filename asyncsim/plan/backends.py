@@ -66,21 +66,25 @@ class SerialBackend:
             on_result(item, fn(item))
 
 
-#: Environment of pool and Ray workers. Threads: one process per core already, and
-#: BLAS/OpenMP thread pools spin-waiting on a loaded machine were measured to make steps
-#: much slower. Memory: keep freed memory for the next point's arrays (asyncsim._alloc),
-#: unless ASYNCSIM_KEEP_FREED_MEMORY=0.
-_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+#: Thread settings of pool and Ray workers: one process per core already, and BLAS/OpenMP
+#: thread pools spin-waiting on a loaded machine were measured to make steps much slower.
+_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "OMP_WAIT_POLICY": "PASSIVE"}
-if _alloc.enabled():
-    _WORKER_ENV.update(_alloc.ENV)
+
+
+def worker_env_vars() -> dict[str, str]:
+    """Environment of pool and Ray workers: one thread each and, unless
+    ``ASYNCSIM_KEEP_FREED_MEMORY=0`` (read now, when workers start), freed memory
+    kept for the next point's arrays (:mod:`asyncsim._alloc`)."""
+    return {**_ONE_THREAD, **(_alloc.ENV if _alloc.enabled() else {})}
 
 
 @contextlib.contextmanager
 def _worker_env():
     """Spawned workers copy the environment at start (before numpy reads it): set it for them."""
-    saved = {k: os.environ.get(k) for k in _WORKER_ENV}
-    for k, v in _WORKER_ENV.items():
+    env = worker_env_vars()
+    saved = {k: os.environ.get(k) for k in env}
+    for k, v in env.items():
         os.environ.setdefault(k, v)
     try:
         yield
@@ -216,7 +220,7 @@ class RayBackend:
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "configure_logging": False}
             # the workers of a local Ray inherit this environment: one thread each (see _worker_init)
-            env = dict(_WORKER_ENV)
+            env = worker_env_vars()
             if self.address is None:
                 kw["num_cpus"] = self.num_cpus or default_workers()
             kw["runtime_env"] = {"env_vars": env}

@@ -43,6 +43,7 @@ import numpy as np
 from ..network import build_network
 from ..rng import BlockSampler, Streams
 from ..scenario import Scenario
+from ..trace import DROPPED, LOST
 
 __all__ = ["Model", "async_columns", "CRASH", "PREEMPT"]
 
@@ -240,27 +241,24 @@ class Model:
             self.stop_cb()
         self.check_at = self._next_check()
 
-    def dropped(self, w: int, rv: int, tr: float, td: float) -> None:
-        """Record a dropped gradient (step -1, t_applied NaN)."""
+    def _unapplied(self, step: int, w: int, rv: int, tr: float, td: float) -> None:
+        """Record a gradient that was never applied (t_applied NaN)."""
         if self.done:
             return
-        self._c_step.append(-1)
+        self._c_step.append(step)
         self._c_worker.append(w)
         self._c_rv.append(rv)
         self._c_tr.append(tr)
         self._c_td.append(td)
         self._c_ta.append(math.nan)
 
+    def dropped(self, w: int, rv: int, tr: float, td: float) -> None:
+        """Record a dropped gradient (step -1, t_applied NaN)."""
+        self._unapplied(DROPPED, w, rv, tr, td)
+
     def lost(self, w: int, rv: int, tr: float, t: float) -> None:
         """Record a gradient lost to a crash at ``t`` (step -2, t_applied NaN)."""
-        if self.done:
-            return
-        self._c_step.append(-2)
-        self._c_worker.append(w)
-        self._c_rv.append(rv)
-        self._c_tr.append(tr)
-        self._c_td.append(t)
-        self._c_ta.append(math.nan)
+        self._unapplied(LOST, w, rv, tr, t)
 
     # ------------------------------------------------------------------ faults
     def start_faults(self, policy) -> None:

@@ -27,11 +27,11 @@ before its time (it would be popped next anyway).
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import itertools
 import math
 from collections import deque
-import bisect
-import heapq
 from heapq import heappop, heappush
 
 import numpy as np

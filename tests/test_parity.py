@@ -218,6 +218,22 @@ def test_larger_clusters_identical(policy, apply, stop):
     check_parity(sc, str(policy))
 
 
+@pytest.mark.parametrize("compute", [{"dist": "exponential", "mean": 1.0}, {"dist": "constant", "value": 0.5},
+                                     {"dist": "empirical", "values": [0.5, 1.0]}])
+@pytest.mark.parametrize("stop", [{"updates": 7000}, {"time": 2500.0}, {"updates": 7000, "time": 2000.0}])
+def test_plain_async_over_many_blocks_identical(compute, stop):
+    # the heap engine's plain loop takes each worker's times from running sums
+    # of its draws, block after block (rng.BLOCK = 1024): several blocks per
+    # worker here, ties included (constant and empirical compute)
+    from asyncsim.rng import BLOCK
+    sc = {"name": "b", "seed": 4, "policy": {"kind": "async"}, "stop": stop,
+          "workers": [{"count": 3, "compute": compute}]}
+    traces = check_parity(sc)
+    assert "heap" in traces and len(traces["heap"]) > 4 * BLOCK  # over a block per worker
+    if "time" in stop and "updates" not in stop:
+        assert traces["heap"].sim_time == stop["time"]
+
+
 @pytest.mark.parametrize("spec", [
     {"dist": "exponential", "mean": 0.7}, {"dist": "normal", "mean": 0.5, "std": 1.0},
     {"dist": "mixture", "components": [{"weight": 0.8, "dist": "gamma", "mean": 1.0, "cv": 0.5},

@@ -27,7 +27,6 @@ before its time (it would be popped next anyway).
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import itertools
 import math
@@ -36,7 +35,7 @@ from heapq import heappop, heappush
 
 import numpy as np
 
-from ._model import Model, async_columns
+from ._model import Model, _times, async_columns, by_worker
 
 __all__ = ["run_async_loop"]
 
@@ -198,7 +197,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
             start_compute(w, t)
 
     if not has_net and zero_apply:
-        return _run_plain(m, comp, n, updates, until, progress, stop_at, prog_every)
+        return _run_plain(m, n, updates, until, progress, stop_at, prog_every)
     try:
         for w in range(n):  # processes start in worker order at t = 0
             if not has_net or not begin_transfer(w, 0, 0.0):
@@ -410,29 +409,38 @@ def run_async_loop(sc, *, updates, until, progress=None):
     return cols, sim_time, count
 
 
-def _run_plain(m, comp, n, updates, until, progress, stop_at, prog_every):
+def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
     """No network, zero apply time: a worker's gradient is applied the moment it is
-    computed, so the loop is one heap entry per update. Only (worker, time) is
-    recorded; t_read is the worker's previous apply (or 0) and t_done = t_applied.
+    computed, so the loop is one heap entry per update. Only the worker of each
+    update is recorded; t_applied comes afterwards from the workers' event times,
+    t_read is the worker's previous apply (or 0) and t_done = t_applied.
 
-    Inlined for performance: the heap holds bare floats (a float comparison is
-    about a third of the cost of a ``(time, key, worker)`` tuple's) and
-    ``due`` maps a time to the worker due then. Every worker has exactly one
-    pending event, so times rarely coincide; when they do, the later-scheduled
-    workers wait in ``tied[time]`` in scheduling order, which is the order the
-    ``(time, key)`` heap (and SimPy) pops them in.
+    Inlined for performance:
+
+    * the heap holds bare floats (a float comparison is about a third of the
+      cost of a ``(time, key, worker)`` tuple's) and ``due`` maps a time to the
+      worker due then. Every worker has exactly one pending event, so times
+      rarely coincide; when they do, the later-scheduled workers wait in
+      ``tied[time]`` in scheduling order, which is the order the ``(time, key)``
+      heap (and SimPy) pops them in;
+    * a worker's next event time comes ready-made from :func:`_times` (its draws'
+      running sums, ``np.cumsum``: the same additions ``t + d`` in the same
+      order), whose blocks ``keep`` holds; the ``k``-th update of worker ``w``
+      happened at the ``k``-th of those times, so the loop records only ``w``.
     """
+    keep: list[list[np.ndarray]] = [[] for _ in range(n)]
+    nxt = [_times(s, m.chunk, k) for s, k in zip(m.compute, keep)]
     heap: list[float] = []
     due: dict[float, int] = {}
     tied: dict[float, list[int]] = {}
     for w in range(n):  # the start-up timeouts, scheduled in worker order
-        t = comp[w]()
+        t = nxt[w]()
         if due.setdefault(t, w) is not w:
             tied.setdefault(t, []).append(w)
         heap.append(t)
     heapq.heapify(heap)
-    rec_w, rec_t = [], []
-    a_w, a_t = rec_w.append, rec_t.append
+    rec_w: list[int] = []
+    a_w = rec_w.append
     horizon = until if until is not None else math.inf
     replace = heapq.heapreplace
     pop_due = due.pop
@@ -452,6 +460,7 @@ def _run_plain(m, comp, n, updates, until, progress, stop_at, prog_every):
     else:
         ends = itertools.count(_SEGMENT, _SEGMENT)
     count = 0
+    t = 0.0
     for end in ends:
         # the whole async process is these lines (each worker has exactly one
         # pending event, so pop + push is one heapreplace)
@@ -464,21 +473,26 @@ def _run_plain(m, comp, n, updates, until, progress, stop_at, prog_every):
                 if not q:
                     del tied[t]
             a_w(w)
-            a_t(t)
-            t2 = t + comp[w]()
+            t2 = nxt[w]()
             if put_due(t2, w) is not w:
                 tied.setdefault(t2, []).append(w)
             replace(heap, t2)
         count = end
-        if rec_t[-1] > horizon:
-            count = bisect.bisect_right(rec_t, horizon)
-            del rec_w[count:], rec_t[count:]
-            break
-        if end == stop_at:
+        if t > horizon or end == stop_at:
             break
         if prog_every and end % prog_every == 0:
             progress(min(1.0, count / updates))
-    t_app = np.asarray(rec_t, dtype=np.float64)
-    cols = async_columns(np.asarray(rec_w, dtype=np.int32), t_app.copy(), t_app)
+    worker = np.fromiter(rec_w, dtype=np.int32, count=len(rec_w))
+    del rec_w
+    order = by_worker(worker)
+    # each worker's first (number of its updates) times, in the grouped order
+    counts = np.bincount(worker, minlength=n).tolist()
+    t_app = np.empty(len(worker), dtype=np.float64)
+    t_app[order] = np.concatenate(
+        [(k[0] if len(k) == 1 else np.concatenate(k))[:c] for k, c in zip(keep, counts)])
+    if t > horizon:  # cut off the records past the time limit
+        count = int(np.searchsorted(t_app, horizon, side="right"))
+        worker, t_app, order = worker[:count], t_app[:count], None
+    cols = async_columns(worker, t_app.copy(), t_app, order)
     sim_time = float(t_app[-1]) if count == stop_at else float(until)
     return cols, sim_time, count

@@ -73,7 +73,39 @@ def _draws(sampler: BlockSampler, chunk: int = 128):
     return itertools.chain.from_iterable(chunks()).__next__
 
 
-def async_columns(worker: np.ndarray, t_done: np.ndarray, t_applied: np.ndarray) -> dict[str, np.ndarray]:
+def _times(sampler: BlockSampler, chunk: int, keep: list):
+    """A worker's event times (the running sums of the sampler's draws) as an
+    iterator's ``__next__``; each block of times is also appended to ``keep``.
+
+    ``np.cumsum`` is a left fold, ``((d0 + d1) + d2) + ...``, the very additions
+    ``t = t + d`` a loop would make one event at a time, so the times are equal
+    to the last bit (inlined for performance: the loop neither adds nor keeps
+    a float per event). A block continues the previous one's last time.
+    """
+
+    def chunks():
+        last = 0.0
+        for block in sampler.arrays():
+            times = block.copy()  # (the block may be the distribution's own array)
+            times[0] += last
+            np.cumsum(times, out=times)
+            last = float(times[-1])
+            keep.append(times)
+            for i in range(0, len(times), chunk):
+                yield times[i:i + chunk].tolist()
+
+    return itertools.chain.from_iterable(chunks()).__next__
+
+
+def by_worker(worker: np.ndarray) -> np.ndarray:
+    """Row indices grouped by worker, in row order within a group (a 16-bit key
+    sorts by radix)."""
+    key = worker.astype(np.uint16) if len(worker) and int(worker.max()) < 1 << 16 else worker
+    return np.argsort(key, kind="stable")
+
+
+def async_columns(worker: np.ndarray, t_done: np.ndarray, t_applied: np.ndarray,
+                  order: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Trace columns of an async run without network transfers from three recorded ones.
 
     Every gradient is applied on its own, in row order, so step = row index;
@@ -87,9 +119,8 @@ def async_columns(worker: np.ndarray, t_done: np.ndarray, t_applied: np.ndarray)
     if not k:
         rv, t_read = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
     else:
-        # rows grouped by worker, in row order within a group (a 16-bit key sorts by radix)
-        key = worker.astype(np.uint16) if int(worker.max()) < 1 << 16 else worker
-        order = np.argsort(key, kind="stable")
+        if order is None:
+            order = by_worker(worker)
         prev = np.empty(k, dtype=np.int64)  # the worker's previous row, or -1
         prev[order[0]] = -1
         o1, o0 = order[1:], order[:-1]
@@ -114,7 +145,7 @@ class Model:
         # One sampler per stream; every engine draws through BlockSampler so all
         # engines consume each stream identically (common random numbers).
         self.compute = [BlockSampler(d, g) for d, g in zip(sc.compute_dists(), streams.workers(n, "compute"))]
-        chunk = max(8, min(128, _PREFETCH // max(n, 1)))
+        self.chunk = chunk = max(8, min(128, _PREFETCH // max(n, 1)))
         self.compute_next = [_draws(s, chunk) for s in self.compute]
         self.apply_next = _draws(BlockSampler(sc.server.apply, streams.server("apply")))
         self.network = net = build_network(sc)

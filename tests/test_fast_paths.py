@@ -17,10 +17,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asyncsim.distributions import Exponential
-from asyncsim.engine.vector_engine import _merge_order
+from asyncsim.engine.vector_engine import _merge
 from asyncsim.errors import TraceError
 from asyncsim.rng import BlockSampler, Streams
 from asyncsim.trace import Trace
+
+
+def _merge_order(a: np.ndarray, n_runs: int) -> np.ndarray:
+    """The merge's order, after checking its sorted values are ``a[order]``."""
+    order, srt = _merge(a, n_runs)
+    np.testing.assert_array_equal(srt, a[order])
+    return order
 
 
 def _runs(seed: int, n_runs: int, length: int, scale: float, step: float | None) -> np.ndarray:

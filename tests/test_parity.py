@@ -259,6 +259,12 @@ def test_vector_draws_equal_blocksampler(spec):
     out = np.empty(2100)
     c.fill(out)
     np.testing.assert_array_equal(out, a.first(2100))
+    # a fresh stream drawn straight into a row (the matrix path), then grown
+    e = _Stream(d, Streams(3).worker(2, "compute"), lambda: Streams(3).worker(2, "compute"))
+    row = np.empty(700)
+    e.into(row)
+    np.testing.assert_array_equal(row, a.first(700))
+    np.testing.assert_array_equal(e.first(3000), a.first(3000))
 
 
 @pytest.mark.parametrize("policy,stop", [
@@ -268,7 +274,8 @@ def test_vector_draws_equal_blocksampler(spec):
     ({"kind": "sync"}, {"time": 3000.0}),
     ({"kind": "round_robin"}, {"time": 1000.0}),
 ])
-def test_vector_regrows_its_draws(policy, stop, monkeypatch):
+@pytest.mark.parametrize("same", [False, True], ids=["mixed", "same"])
+def test_vector_regrows_its_draws(policy, stop, same, monkeypatch):
     """When the vectorised engine's first guess of the draws each worker needs is
     too short (here forced: it believes compute takes 10-100x longer), it doubles
     them: a stream drawn in part is rebuilt and drawn again, and the trace must
@@ -290,5 +297,7 @@ def test_vector_regrows_its_draws(policy, stop, monkeypatch):
     sc = {"name": "grow", "seed": 4, "policy": policy, "stop": stop,
           "workers": [{"count": 16, "compute": {"dist": "pareto", "shape": 1.3, "scale": 1.0}},
                       {"count": 4, "compute": {"dist": "exponential", "mean": 0.5}}]}
+    if same:  # identical workers: one draw matrix (async, k_async)
+        sc["workers"] = [{"count": 20, "compute": {"dist": "exponential", "mean": 0.5}}]
     traces = check_parity(sc, str(policy))
     assert "vector" in traces and grown

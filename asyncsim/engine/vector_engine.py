@@ -153,6 +153,17 @@ class _Stream:
             self.blocks = [np.concatenate(self.blocks)]
         return self.blocks[0][:n]
 
+    def into(self, out: np.ndarray) -> None:
+        """:meth:`fill`; a fresh stream of a family with ``prefix_draws`` asked for
+        at most a block draws straight into ``out`` (inlined for performance:
+        no block of its own), and starts again should more be asked of it."""
+        n = len(out)
+        if self._more is None and not self.partial and not self.blocks and n <= BLOCK:
+            out[:] = self.dist.sample(self.rng, n)
+            self.partial = True  # the generator is past a part-block (or a block): start again
+            return
+        self.fill(out)
+
     def fill(self, out: np.ndarray) -> None:
         """Copy the first ``len(out)`` draws into ``out`` (no intermediate array)."""
         n = len(out)
@@ -183,16 +194,17 @@ class _Draws:
         """The first ``n`` compute draws of every worker, one row per worker."""
         out = np.empty((len(self.compute), n))
         for w, s in enumerate(self.compute):
-            s.fill(out[w])
+            s.into(out[w])
         return out
 
     def ensure_apply(self, n: int) -> np.ndarray:
         return self.apply.first(n)
 
 
-def _merge_order(arrive: np.ndarray, n_runs: int) -> np.ndarray:
-    """``np.argsort(arrive, kind="stable")`` for ``arrive`` made of ``n_runs``
-    sorted runs of non-negative finite times (checked against it in tests).
+def _merge(arrive: np.ndarray, n_runs: int) -> tuple[np.ndarray, np.ndarray]:
+    """``order = np.argsort(arrive, kind="stable")`` and ``arrive[order]`` for
+    ``arrive`` made of ``n_runs`` sorted runs of non-negative finite times
+    (checked against both in tests).
 
     Few runs: timsort, which merges the runs. Many runs: a least-significant-
     digit radix sort on a 32-bit quantisation of the times (two stable 16-bit
@@ -200,7 +212,8 @@ def _merge_order(arrive: np.ndarray, n_runs: int) -> np.ndarray:
     share a quantised value but are out of order are sorted on their own.
     """
     if n_runs <= _TIMSORT_RUNS or len(arrive) < 2:
-        return np.argsort(arrive, kind="stable")
+        p = np.argsort(arrive, kind="stable")
+        return p, arrive[p]
     hi = float(arrive.max())
     # monotone in the time; the margin keeps the product below 2**32 after rounding
     q = (arrive * ((2.0**32 - 2.0**12) / hi)).astype(np.uint32) if hi > 0 else np.zeros(len(arrive), np.uint32)
@@ -216,8 +229,9 @@ def _merge_order(arrive: np.ndarray, n_runs: int) -> np.ndarray:
         while hi_ + 1 < len(p) and q[p[hi_ + 1]] == key:
             hi_ += 1
         seg = p[lo:hi_ + 1]  # in index order: a stable sort by time is the stable order
-        p[lo:hi_ + 1] = seg[np.argsort(arrive[seg], kind="stable")]
-    return p
+        p[lo:hi_ + 1] = seg = seg[np.argsort(arrive[seg], kind="stable")]
+        v[lo:hi_ + 1] = arrive[seg]
+    return p, v
 
 
 #: up to this many sorted runs, timsort's merging beats the radix passes
@@ -290,10 +304,10 @@ def _run_kasync(sc, K, updates, until, progress):
                     arr_l.append(np.cumsum(c))
             last = np.array([x[-1] for x in arr_l])
             arrive = np.concatenate(arr_l)
-        order = _merge_order(arrive, n)
+        order, srt = _merge(arrive, n)
         if updates is not None:
             m = updates * K
-            horizon = arrive[order[m - 1]] if len(order) >= m else math.inf
+            horizon = srt[m - 1] if len(order) >= m else math.inf
         else:
             horizon = until
         short = last <= horizon
@@ -302,9 +316,9 @@ def _run_kasync(sc, K, updates, until, progress):
         counts = np.where(short, counts * 2, counts)
     if updates is not None:
         m = updates * K
-        t_sorted = arrive[order[:m + 1]]
+        t_sorted = srt[:m + 1]
     else:
-        t_sorted = arrive[order]
+        t_sorted = srt
         m = int(np.searchsorted(t_sorted, until, side="right")) // K * K
         t_sorted = t_sorted[:m + 1]
     # An arrival tied with the next one (the (m+1)-th included: it could

@@ -198,6 +198,11 @@ def run_async_loop(sc, *, updates, until, progress=None):
 
     if not has_net and zero_apply:
         return _run_plain(m, n, updates, until, progress, stop_at, prog_every)
+    if until is not None:
+        # the time limit is an entry after every other one at that time: nothing
+        # later is popped, and nothing later takes the shortcut past the heap
+        # (the loop does not look at the clock: inlined for performance)
+        push(heap, (horizon, 1 << 63, -n_links - 1))
     try:
         for w in range(n):  # processes start in worker order at t = 0
             if not has_net or not begin_transfer(w, 0, 0.0):
@@ -209,16 +214,14 @@ def run_async_loop(sc, *, updates, until, progress=None):
             if nxt_w >= 0:
                 t, w = nxt_t, nxt_w
                 nxt_w = -1
-                if t > horizon:
-                    break
             else:
                 if not heap:
                     break
                 t, key, w = pop(heap)
-                if t > horizon:
-                    break
                 if w < 0:  # a link's release event: grant the head of its queue
                     li = -w - 1
+                    if li == n_links:  # the time limit
+                        break
                     q = l_queue[li]
                     if q and l_user[li] is None:
                         h = q.pop(0)
@@ -234,17 +237,22 @@ def run_async_loop(sc, *, updates, until, progress=None):
                 r = cur_route[w]
                 links = r.links
                 i = pos[w] + 1
-                if i < len(links):
-                    pos[w] = i
+                # a free link is granted at once; when nothing else is due by t the
+                # grant is the next event, so the next link is requested right away
+                # (inlined for performance: the order of events is unchanged)
+                while i < len(links):
                     li = links[i]
                     if l_user[li] is None and not l_queue[li]:  # free: granted (request() inlined)
                         l_user[li] = w
                         if heap and heap[0][0] <= t:
+                            pos[w] = i
                             push(heap, (t, normal(), w))
-                        else:
-                            nxt_t, nxt_w = t, w
+                            break
+                        i += 1
                     else:
+                        pos[w] = i
                         request(li, w, t)
+                        break
                 else:
                     phase[w] = _HOLD
                     t2 = t + r.hold

@@ -261,8 +261,9 @@ def _run_kasync(sc, K, updates, until, progress):
     n = sc.n_workers
     draws = _Draws(sc)
     ph, pl, h, l = _transfer_times(sc)
-    dists = sc.compute_dists()
-    cyc = np.array([_mean_or(d) for d in dists]) + ph + pl + h + l
+    # per group, then per worker (a worker group shares one distribution)
+    group_size = [g.count for g in sc.workers]
+    cyc = np.repeat([_mean_or(g.compute) for g in sc.workers], group_size) + ph + pl + h + l
     rate = 1.0 / np.maximum(cyc, 1e-300)
     # Expected arrivals per worker plus 4.5 standard deviations, so that one pass
     # almost always suffices (short workers are extended below). A renewal count
@@ -271,7 +272,7 @@ def _run_kasync(sc, K, updates, until, progress):
     # the horizon itself. Exponential compute, 2e5 updates at N = 512: about 25 %
     # more draws than are used; no second pass in 60 seeds (the Poisson tail puts
     # it near 0.3 % of runs).
-    cv2 = np.array([_variance_or(d) for d in dists]) / np.maximum(cyc, 1e-300) ** 2
+    cv2 = np.repeat([_variance_or(g.compute) for g in sc.workers], group_size) / np.maximum(cyc, 1e-300) ** 2
     if updates is not None:
         mean = updates * K * rate / rate.sum()
     else:
@@ -390,7 +391,7 @@ def _run_rounds(sc, K, updates, until, progress):
     if updates is not None:
         R = updates
     else:
-        per = _mean_or(sc.server.apply, 0.0) + max(_mean_or(d) for d in sc.compute_dists())
+        per = _mean_or(sc.server.apply, 0.0) + max(_mean_or(g.compute) for g in sc.workers)
         R = int(until / max(per, 1e-300) * 1.1) + 16
     while True:
         C = np.stack([draws.ensure(w, R)[:R] for w in range(n)], axis=1)  # (R, N)
@@ -455,7 +456,7 @@ def _run_round_robin(sc, updates, until, progress):
     if updates is not None:
         U = updates
     else:
-        per = _mean_or(sc.server.apply, 0.0) + max(_mean_or(d) for d in sc.compute_dists()) / n
+        per = _mean_or(sc.server.apply, 0.0) + max(_mean_or(g.compute) for g in sc.workers) / n
         U = int(until / max(per, 1e-300) * 1.1) + 2 * n
     while True:
         rounds = -(-U // n)

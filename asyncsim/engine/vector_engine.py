@@ -346,12 +346,12 @@ def _run_kasync(sc, K, updates, until, progress):
         g[:, 1:] = g[:, :-1]
         g[:, 0] = 0
         rv = g.ravel()[sel]
-        tr = np.empty((n, c))
-        tr[:, 1:] = arrive.reshape(n, c)[:, :-1]
-        tr[:, 0] = 0.0
+        # the pull is the previous gradient's apply: step rv - 1 (t = 0 for the first)
+        t_read = t_arr[rv - 1]
+        t_read[rv == 0] = 0.0
         step = np.arange(m, dtype=np.int64)
         cols = {"step": step, "worker": worker, "read_version": rv, "staleness": step - rv,
-                "t_read": tr.ravel()[sel], "t_done": t_arr.copy(), "t_applied": t_arr}
+                "t_read": t_read, "t_done": t_arr.copy(), "t_applied": t_arr}
         return cols, sim_time, m
     first = sel == (sel // c * c if same else offsets[worker])  # the worker's first gradient
     gidx = np.empty(len(arrive), dtype=np.int64)

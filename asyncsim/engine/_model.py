@@ -59,23 +59,28 @@ PREEMPT = "preempt"
 _PREFETCH = 8192
 
 
-def _draws(sampler: BlockSampler, chunk: int = 128):
-    """The sampler's draws as an iterator's ``__next__`` (a C-level call per draw,
-    inlined for performance). It converts each block to Python floats
-    ``chunk`` at a time; the block is the one every engine draws, so every
-    engine sees the same values."""
+def _floats(blocks, chunk: int):
+    """The values of an iterable of float64 arrays as an iterator's ``__next__``
+    (a C-level call per value, inlined for performance), converted to Python
+    floats ``chunk`` at a time."""
 
     def chunks():
-        for block in sampler.arrays():
+        for block in blocks:
             for i in range(0, len(block), chunk):
                 yield block[i:i + chunk].tolist()
 
     return itertools.chain.from_iterable(chunks()).__next__
 
 
+def _draws(sampler: BlockSampler, chunk: int = 128):
+    """The sampler's draws, one per call. They come from the blocks every engine
+    draws (``BlockSampler.arrays()``), so every engine sees the same values."""
+    return _floats(sampler.arrays(), chunk)
+
+
 def _times(sampler: BlockSampler, chunk: int, keep: list):
-    """A worker's event times (the running sums of the sampler's draws) as an
-    iterator's ``__next__``; each block of times is also appended to ``keep``.
+    """A worker's event times (the running sums of the sampler's draws), one per
+    call; each block of times is also appended to ``keep``.
 
     ``np.cumsum`` is a left fold, ``((d0 + d1) + d2) + ...``, the very additions
     ``t = t + d`` a loop would make one event at a time, so the times are equal
@@ -83,7 +88,7 @@ def _times(sampler: BlockSampler, chunk: int, keep: list):
     a float per event). A block continues the previous one's last time.
     """
 
-    def chunks():
+    def sums():
         last = 0.0
         for block in sampler.arrays():
             times = block.copy()  # (the block may be the distribution's own array)
@@ -91,10 +96,9 @@ def _times(sampler: BlockSampler, chunk: int, keep: list):
             np.cumsum(times, out=times)
             last = float(times[-1])
             keep.append(times)
-            for i in range(0, len(times), chunk):
-                yield times[i:i + chunk].tolist()
+            yield times
 
-    return itertools.chain.from_iterable(chunks()).__next__
+    return _floats(sums(), chunk)
 
 
 def by_worker(worker: np.ndarray) -> np.ndarray:

@@ -58,8 +58,14 @@ class WorkerGroup(_Model):
 
 
 # ------------------------------------------------------------------- network
+_SHARING_DOC = ("How transfers share links: 'fair' (flows share every link direction max-min fairly, "
+                "rates recomputed when a flow starts or ends) or 'circuit' (a transfer holds its whole path "
+                "exclusively at the path's smallest bandwidth). See docs/transfer-model.md.")
+
+
 class _NetworkBase(_Model):
     bandwidth_gbps: float = Field(gt=0, description="Bandwidth of each link, Gbit/s (per direction).")
+    sharing: Literal["fair", "circuit"] = Field(default="fair", description=_SHARING_DOC)
     latency: DistributionSpec = Field(
         default_factory=lambda: Constant(value=0.0),
         description="Propagation latency of each link hop, seconds (sampled per hop per transfer).")
@@ -103,6 +109,7 @@ class CustomNetwork(_Model):
     server: str = Field(description="Node the parameter server sits on.")
     latency: DistributionSpec = Field(default_factory=lambda: Constant(value=0.0))
     bandwidth_gbps: Optional[float] = Field(default=None, gt=0, description="Unused; for plan sweeps.")
+    sharing: Literal["fair", "circuit"] = Field(default="fair", description=_SHARING_DOC)
 
 
 NetworkSpec = Annotated[Union[StarNetwork, TwoTierNetwork, CustomNetwork], Field(discriminator="topology")]

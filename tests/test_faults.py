@@ -128,11 +128,11 @@ def test_link_fault_slows_then_blocks_transfers():
 
 
 def test_crash_while_queued_for_a_link_releases_nothing_it_does_not_hold():
-    # two workers share the server link (1 s per transfer); worker 1 queues behind
-    # worker 0's pull and crashes while waiting: worker 0 is unaffected and worker 1
+    # circuit model: two workers share the server link (1 s per transfer); worker 1 queues
+    # behind worker 0's pull and crashes while waiting: worker 0 is unaffected and worker 1
     # comes back and works normally (its queued request was withdrawn)
     sc = sc_of(2, {"kind": "async"}, [{"kind": "crash", "worker": 1, "at": 0.5, "restart_after": 4.0}],
-               {"updates": 4}, network={"topology": "star", "bandwidth_gbps": 1.0},
+               {"updates": 4}, network={"topology": "star", "bandwidth_gbps": 1.0, "sharing": "circuit"},
                model={"parameters": 31_250_000, "bytes_per_parameter": 4})
     tr = both(sc)
     # worker 1 had not started computing: no lost row; worker 0 cycles every 3 s alone
@@ -141,6 +141,36 @@ def test_crash_while_queued_for_a_link_releases_nothing_it_does_not_hold():
     assert tr.t_applied[w0].tolist()[:2] == [3.0, 6.0]
     assert down(tr) == [(1, 0.5, 4.5)]
     assert (tr.worker == 1).any()
+
+
+def test_crash_during_a_shared_flow_withdraws_it_and_the_other_speeds_up():
+    # fair model: both pulls share the server link (1 Gbit each at 1 Gb/s): 0.5 Gb/s each.
+    # Worker 1 crashes at 0.5 (0.25 Gbit through); its flow is withdrawn and worker 0's
+    # remaining 0.75 Gbit run at the full 1 Gb/s: its pull ends at 1.25, compute 1 s, push
+    # 1 s alone (worker 1 is down until 4.5): applied at 3.25; the next cycle is 3 s alone.
+    sc = sc_of(2, {"kind": "async"}, [{"kind": "crash", "worker": 1, "at": 0.5, "restart_after": 4.0}],
+               {"updates": 4}, network={"topology": "star", "bandwidth_gbps": 1.0},
+               model={"parameters": 31_250_000, "bytes_per_parameter": 4})
+    tr = both(sc)
+    assert LOST not in tr.step.tolist()
+    w0 = tr.worker == 0
+    np.testing.assert_allclose(tr.t_read[w0][:2], [1.25, 4.25], rtol=1e-12)
+    np.testing.assert_allclose(tr.t_applied[w0][:2], [3.25, 6.25], rtol=1e-12)
+    assert down(tr) == [(1, 0.5, 4.5)]
+    # worker 1 pulls from 4.5 while worker 0 pushes (other direction): 1 s alone
+    w1 = tr.worker == 1
+    np.testing.assert_allclose(tr.t_read[w1][0], 5.5, rtol=1e-12)
+
+
+def test_link_fault_on_a_shared_flow_caps_that_flow_only():
+    # fair model, 40 Gb/s server link, two 10 Gb/s workers pulling 1 Gbit at t = 0; worker
+    # 1's NIC runs at 0.1 x (1 Gb/s) in [0, 10): worker 1 gets 1 Gb/s, worker 0 the rest its
+    # NIC allows (10 Gb/s): pulls end at 0.1 s and 1 s.
+    sc = sc_of(2, {"kind": "sync"}, [{"kind": "link", "worker": 1, "start": 0.0, "end": 10.0, "factor": 0.1}],
+               {"updates": 1}, network={"topology": "star", "bandwidth_gbps": 10.0, "server_bandwidth_gbps": 40},
+               model={"parameters": 31_250_000, "bytes_per_parameter": 4})
+    tr = both(sc)
+    np.testing.assert_allclose(tr.t_read[np.argsort(tr.worker)], [0.1, 1.0], rtol=1e-12)
 
 
 @pytest.mark.parametrize("down_for,t_pull", [(0.25, 2.0), (1.0, 2.5)])

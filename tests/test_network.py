@@ -123,12 +123,12 @@ def test_zero_bytes_pays_latency_only_and_colocated_is_free():
     np.testing.assert_allclose(np.diff(tr.t_applied), 0.5, rtol=1e-12)
 
 
-def test_shared_server_link_queues_fifo():
-    # Sync, 3 workers: the three pulls of version 0 leave at t = 0 and share the server's
+def test_shared_server_link_queues_fifo_under_circuit():
+    # Sync, 3 workers: the three pulls of version 0 leave at t = 0 and queue for the server's
     # link: they complete at B/W, 2B/W, 3B/W (+ latency), in worker order.
     B, W, l = 4e6, 10e9 / 8, 0.001
-    tr = simulate(scen(3, {"topology": "star", "bandwidth_gbps": 10, "latency": lat(l)}, compute=1.0,
-                       policy={"kind": "sync"}, updates=2), engine=ENGINE)
+    tr = simulate(scen(3, {"topology": "star", "bandwidth_gbps": 10, "latency": lat(l), "sharing": "circuit"},
+                       compute=1.0, policy={"kind": "sync"}, updates=2), engine=ENGINE)
     first = tr.step == 0
     order = np.argsort(tr.worker[first])
     np.testing.assert_allclose(tr.t_read[first][order], [B / W + 2 * l, 2 * B / W + 2 * l, 3 * B / W + 2 * l],
@@ -136,13 +136,16 @@ def test_shared_server_link_queues_fifo():
 
 
 def test_star_saturates_at_W_over_B_full_duplex():
-    """Many workers on a star: updates per second -> W/B, not W/(2B) (pulls and pushes
-    use opposite directions of the server link). Under saturation both directions are
-    busy back to back, so the count of updates in a window of length D is D W/B +- 2."""
+    """Circuit model, many workers on a star: updates per second -> W/B, not W/(2B) (pulls
+    and pushes use opposite directions of the server link). Under saturation both directions
+    are busy back to back, so the count of updates in a window of length D is D W/B +- 2.
+    (Under fair sharing, flows that share the link finish in clumps and leave it idle now
+    and then: tests/test_network_fair.py.)"""
     W_gbps, params = 1.0, 250_000             # B = 1 MB, B/W = 8 ms
     B = params * 4
     rate = W_gbps * 1e9 / 8 / B               # 125 updates / s
-    net = {"topology": "star", "bandwidth_gbps": 10, "server_bandwidth_gbps": W_gbps, "latency": lat(1e-4)}
+    net = {"topology": "star", "bandwidth_gbps": 10, "server_bandwidth_gbps": W_gbps, "latency": lat(1e-4),
+           "sharing": "circuit"}
     sc = scen(64, net, params=params, updates=3000,
               workers=[{"count": 64, "compute": {"dist": "exponential", "mean": 0.01}}])
     tr = simulate(sc, engine=ENGINE)

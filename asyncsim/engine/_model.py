@@ -41,6 +41,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..network import build_network
+from ..network.fair import FlowNetwork
 from ..rng import BlockSampler, Streams
 from ..scenario import Scenario
 from ..trace import DROPPED, LOST
@@ -153,8 +154,16 @@ class Model:
         self.compute_next = [_draws(s, chunk) for s in self.compute]
         self.apply_next = _draws(BlockSampler(sc.server.apply, streams.server("apply")))
         self.network = net = build_network(sc)
+        #: the flow-level model's flows (network.sharing: fair), else None
+        self.flows = None
         if net is not None:
-            self.links = [kernel.resource() for _ in range(net.n_links)]
+            # the transfer model is chosen here, in one place (docs/transfer-model.md)
+            if net.sharing == "circuit":
+                self.links = [kernel.resource() for _ in range(net.n_links)]
+            else:
+                self.links = []
+                self.flows = FlowNetwork(self.env, [bw * 1e9 for bw in net.capacity_gbps])
+                self.transfer = self._transfer_fair
             self.pull_hops, self.push_hops = [], []
             random_hops = any(d.dist != "constant" for routes in (net.pull, net.push) for r in routes
                               for d in r.latencies)
@@ -222,8 +231,7 @@ class Model:
             self.active = [False] * n
             self.cur: list = [None] * n
             self._open_down: list = [None] * n
-            self.transfer = self._transfer_faults
-            self.graph = self.network.graph if self.network is not None else None
+            self.transfer = self._transfer_faults if self.flows is None else self._transfer_fair_faults
             self.nbytes = float(sc.model_bytes)
         #: the six column appenders (step, worker, read_version, t_read, t_done, t_applied)
         self.appenders = (self._c_step.append, self._c_worker.append, self._c_rv.append, self._c_tr.append,
@@ -421,17 +429,92 @@ class Model:
         if lat > 0.0:
             yield self.env.timeout(lat)
 
+    @staticmethod
+    def _fault_bandwidths(route, f: float) -> list[float]:
+        """The route's hop bandwidths with the worker's own link (the hop at its
+        end of the path) at ``f`` times its bandwidth."""
+        own = route.own
+        return [bw * (f if i == own else 1.0) for i, bw in enumerate(route.bandwidths)]
+
     def _fault_hold(self, w: int, route, f: float) -> float:
-        """Link hold time with worker ``w``'s own link (the hop at its end of the
-        path) at ``f`` times its bandwidth."""
-        path = route.path
-        if not route.links or len(path) < 2:
+        """Link hold time with worker ``w``'s own link at ``f`` times its bandwidth."""
+        if not route.links or len(route.path) < 2:
             return route.hold
-        g = self.graph
-        hops = list(zip(path[:-1], path[1:]))
-        own = hops[-1] if route is self.pull_routes[w] else hops[0]
-        bw = min(g.edges[a, b]["bandwidth_gbps"] * (f if (a, b) == own else 1.0) for a, b in hops)
-        return self.nbytes * 8.0 / (bw * 1e9)
+        return self.nbytes * 8.0 / (min(self._fault_bandwidths(route, f)) * 1e9)
+
+    def _fault_cap(self, route, f: float) -> float:
+        """The fair model's rate limit (bit/s) of a flow whose worker's own link
+        runs at ``f`` times its bandwidth: the smallest bandwidth among the
+        directions of its path no other worker uses, with the own link scaled;
+        an own link that other workers share too limits this flow alone (to
+        ``f`` times its bandwidth) and the others not at all."""
+        if f == 1.0:
+            return route.cap
+        bws = self._fault_bandwidths(route, f)
+        caps = [bw for h, bw in zip(route.hops, bws) if h not in route.shared]
+        if route.hops[route.own] in route.shared and f < 1.0:
+            caps.append(bws[route.own])
+        return min(caps) * 1e9 if caps else math.inf
+
+    def _transfer_fair(self, w: int, route, hops: list):
+        """Generator: one transfer of worker ``w`` along ``route`` (fair model,
+        :mod:`asyncsim.network.fair`).
+
+        A path with a direction other workers use too is a flow of the run's
+        :class:`~asyncsim.network.fair.FlowNetwork`; a path of private
+        directions only takes exactly ``route.hold``. Then the per-hop
+        latencies, as in :meth:`transfer`.
+        """
+        if route.links:
+            if route.shared:
+                yield self.flows.start(route.shared, route.cap, route.bits).event
+            else:
+                yield self.env.timeout(route.hold)
+        lat = route.fixed_latency
+        if lat is None:
+            lat = 0.0
+            for h in hops:
+                lat += h if h.__class__ is float else h()
+        if lat > 0.0:
+            yield self.env.timeout(lat)
+
+    def _transfer_fair_faults(self, w: int, route, hops: list):
+        """:meth:`_transfer_fair` with link faults and crash clean-up.
+
+        A transfer starting while worker ``w``'s link is down (factor 0) waits
+        until the window ends and checks again; otherwise its worker's own link
+        runs at the window's factor (:meth:`_fault_cap`). Interrupted by a
+        crash, its flow is withdrawn (the others speed up at once)."""
+        env = self.env
+        f = yield from self._link_wait(w)
+        if route.links:
+            if route.shared:
+                flow = self.flows.start(route.shared, self._fault_cap(route, f), route.bits)
+                try:
+                    yield flow.event
+                except self.kernel.Interrupt:
+                    self.flows.cancel(flow)
+                    raise
+            else:
+                yield env.timeout(route.hold if f == 1.0 else self._fault_hold(w, route, f))
+        lat = route.fixed_latency
+        if lat is None:
+            lat = 0.0
+            for h in hops:
+                lat += h if h.__class__ is float else h()
+        if lat > 0.0:
+            yield env.timeout(lat)
+
+    def _link_wait(self, w: int):
+        """Generator: wait while worker ``w``'s link is down; returns its bandwidth factor now."""
+        env = self.env
+        tl = self.faults
+        while True:
+            f, until = tl.link_factor(w, env.now)
+            if until > env.now:
+                yield env.timeout(until - env.now)
+            else:
+                return f
 
     def _transfer_faults(self, w: int, route, hops: list):
         """:meth:`transfer` with link faults and crash clean-up.
@@ -443,13 +526,7 @@ class Model:
         it holds, then lets the interrupt propagate.
         """
         env = self.env
-        tl = self.faults
-        while True:
-            f, until = tl.link_factor(w, env.now)
-            if until > env.now:
-                yield env.timeout(until - env.now)
-            else:
-                break
+        f = yield from self._link_wait(w)
         hold = route.hold if f == 1.0 else self._fault_hold(w, route, f)
         links = route.links
         res = self.links

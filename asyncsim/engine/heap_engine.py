@@ -262,13 +262,15 @@ def _raise_stop() -> None:
 def run_heap(sc, *, updates, until, progress=None):
     """Simulate ``sc`` on the heapq kernel; same result as the SimPy engine.
 
-    ``async`` (and ``k_async`` with K = 1) run on a hand-written loop that
-    mirrors the kernel event for event (:mod:`._heap_async`); every other
-    policy runs its processes on :class:`HeapKernel`."""
+    ``async`` (and ``k_async`` with K = 1) without a network or with the
+    circuit transfer model run on a hand-written loop that mirrors the kernel
+    event for event (:mod:`._heap_async`); everything else runs the policy's
+    processes on :class:`HeapKernel`."""
     from ..policies import KAsync
 
     policy = prepare(sc)
-    if isinstance(policy, KAsync) and policy.k == 1 and not sc.faults:
+    circuit = sc.network is None or sc.network.sharing == "circuit"
+    if isinstance(policy, KAsync) and policy.k == 1 and not sc.faults and circuit:
         from ._heap_async import run_async_loop
 
         return run_async_loop(sc, updates=updates, until=until, progress=progress)

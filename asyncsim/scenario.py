@@ -55,6 +55,10 @@ class WorkerGroup(_Model):
         description="Where the workers sit: a rack index (two_tier) or node name (custom); one value for "
         "the whole group or one per worker. Default: two_tier fills racks in order; custom requires it.",
     )
+    gpus_per_node: int = Field(
+        default=1, ge=1,
+        description="Workers (GPUs) per machine: consecutive workers of the group share a node, linked by "
+        "network.intra_node_gbps; each keeps its own NIC. Must divide count.")
 
 
 # ------------------------------------------------------------------- network
@@ -71,6 +75,13 @@ class _NetworkBase(_Model):
         description="Propagation latency of each link hop, seconds (sampled per hop per transfer).")
     server_bandwidth_gbps: Optional[float] = Field(
         default=None, gt=0, description="Bandwidth of the server's link (default: bandwidth_gbps).")
+    intra_node_gbps: Optional[float] = Field(
+        default=None, gt=0,
+        description="Per-GPU bandwidth inside a node (NVLink-class), Gbit/s per direction: transfers "
+        "between GPUs of one node use these links only. Needed when a group has gpus_per_node > 1.")
+    intra_node_latency: DistributionSpec = Field(
+        default_factory=lambda: Constant(value=0.0),
+        description="Latency of each intra-node hop, seconds.")
 
 
 class StarNetwork(_NetworkBase):
@@ -110,6 +121,10 @@ class CustomNetwork(_Model):
     latency: DistributionSpec = Field(default_factory=lambda: Constant(value=0.0))
     bandwidth_gbps: Optional[float] = Field(default=None, gt=0, description="Unused; for plan sweeps.")
     sharing: Literal["fair", "circuit"] = Field(default="fair", description=_SHARING_DOC)
+    intra_node_gbps: Optional[float] = Field(
+        default=None, gt=0, description="Per-GPU bandwidth inside a node, Gbit/s (see star).")
+    intra_node_latency: DistributionSpec = Field(
+        default_factory=lambda: Constant(value=0.0), description="Latency of each intra-node hop, seconds.")
 
 
 NetworkSpec = Annotated[Union[StarNetwork, TwoTierNetwork, CustomNetwork], Field(discriminator="topology")]
@@ -171,11 +186,30 @@ class RoundRobinPolicy(_Model):
     kind: Literal["round_robin"] = "round_robin"
 
 
+ALGORITHMS = ("ring", "tree", "halving_doubling", "hierarchical")
+
+
+class AllreducePolicy(_Model):
+    """S-SGD through all-reduce collectives (no parameter server): docs/synchronous-baselines.md."""
+
+    kind: Literal["allreduce"] = "allreduce"
+    algorithm: Literal["ring", "tree", "halving_doubling", "hierarchical"] = Field(
+        default="ring", description="Collective algorithm: ring | tree | halving_doubling | hierarchical.")
+    bucket_mb: Optional[float] = Field(
+        default=None, gt=0,
+        description="Gradient bucket size in MB (10^6 bytes); default: the whole model in one bucket.")
+    overlap: bool = Field(
+        default=True, description="Start each bucket's all-reduce as soon as the backward pass produced it.")
+    backward_fraction: float = Field(
+        default=0.667, ge=0, le=1,
+        description="Share of each compute draw that is the backward pass (the rest is forward).")
+
+
 PolicySpec = Annotated[
-    Union[AsyncPolicy, SyncPolicy, BackupPolicy, KAsyncPolicy, SSPPolicy, RoundRobinPolicy],
+    Union[AsyncPolicy, SyncPolicy, BackupPolicy, KAsyncPolicy, SSPPolicy, RoundRobinPolicy, AllreducePolicy],
     Field(discriminator="kind"),
 ]
-POLICY_KINDS = ("async", "sync", "backup", "k_async", "ssp", "round_robin")
+POLICY_KINDS = ("async", "sync", "backup", "k_async", "ssp", "round_robin", "allreduce")
 
 
 class Stop(_Model):
@@ -224,6 +258,12 @@ class Scenario(_Model):
             raise _FieldError("policy.k", f"K = {pol.k} exceeds the number of workers ({n})")
         net = self.network
         for gi, g in enumerate(self.workers):
+            if g.count % g.gpus_per_node:
+                raise _FieldError(f"workers.{gi}.gpus_per_node",
+                                  f"{g.gpus_per_node} does not divide the group's count ({g.count})")
+            if g.gpus_per_node > 1 and net is not None and net.intra_node_gbps is None:
+                raise _FieldError("network.intra_node_gbps",
+                                  f"is required: workers.{gi} has {g.gpus_per_node} GPUs per node")
             pl = g.placement
             if isinstance(pl, list) and len(pl) != g.count:
                 raise _FieldError(f"workers.{gi}.placement",
@@ -253,6 +293,15 @@ class Scenario(_Model):
                                   f"group {f.group} does not exist (there are {len(self.workers)} groups)")
             if isinstance(f, LinkFault) and net is None:
                 raise _FieldError(f"faults.{fi}", "a link fault needs a network")
+        if isinstance(pol, AllreducePolicy):
+            if self.faults:
+                raise _FieldError("faults", "the allreduce policy does not model faults (use sync)")
+            if pol.algorithm == "halving_doubling" and n & (n - 1):
+                raise _FieldError("policy.algorithm",
+                                  f"halving_doubling needs a power-of-two number of workers, not {n}")
+            if pol.algorithm == "hierarchical" and len({g.gpus_per_node for g in self.workers}) > 1:
+                raise _FieldError("policy.algorithm",
+                                  "hierarchical needs the same gpus_per_node in every worker group")
         if isinstance(net, CustomNetwork):
             nodes = {e.u for e in net.edges} | {e.v for e in net.edges}
             if net.server not in nodes:
@@ -267,6 +316,16 @@ class Scenario(_Model):
     def worker_groups(self) -> list[int]:
         """Group index of every worker (global worker index -> group)."""
         return [gi for gi, g in enumerate(self.workers) for _ in range(g.count)]
+
+    def node_of(self) -> list[int]:
+        """Node (machine) index of every worker: consecutive ``gpus_per_node`` workers of a group share one."""
+        out: list[int] = []
+        node = 0
+        for g in self.workers:
+            for i in range(g.count // g.gpus_per_node):
+                out.extend([node] * g.gpus_per_node)
+                node += 1
+        return out
 
     def compute_dists(self) -> list:
         """Compute-time distribution of every worker, by global index."""

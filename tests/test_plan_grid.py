@@ -64,6 +64,15 @@ def test_policy_defaults():
 
 
 # ------------------------------------------------------------------ expansion
+def test_baseline_default_and_choice():
+    assert PlanSpec(base(), updates=10).baseline == "allreduce"          # with a network
+    assert PlanSpec(base(), updates=10, baseline="sync").policies[-1] == "sync"
+    nonet = {k: v for k, v in base().to_dict().items() if k != "network"}
+    assert PlanSpec(load_scenario(nonet), updates=10).baseline == "sync"
+    with pytest.raises(InputError, match="--baseline"):
+        PlanSpec(base(), updates=10, baseline="ps")
+
+
 def test_expand_is_the_product_of_vary_lists_and_policies():
     plan = PlanSpec(base(), vary=[("workers.0.count", [4, 16]), ("network.bandwidth_gbps", [1, 25.0])],
                     policies=["async", "backup"], updates=100, seed=5)
@@ -72,7 +81,8 @@ def test_expand_is_the_product_of_vary_lists_and_policies():
     combos = list(itertools.product([4, 16], [1, 25.0]))
     for gi, (n, bw) in enumerate(combos):
         here = [p for p in pts if p.index == gi]
-        assert [p.policy for p in here] == ["async", "backup", "sync"]
+        # the scenario has a network: the default baseline is S-SGD through all-reduce
+        assert [p.policy for p in here] == ["async", "backup", "allreduce"]
         for p in here:
             sc = p.task.scenario
             assert p.values == {"workers.0.count": n, "network.bandwidth_gbps": bw}
@@ -100,7 +110,7 @@ def test_key_ignores_name_but_not_settings():
 
 
 def test_varied_policy_key_applies_only_to_policies_that_have_it():
-    plan = PlanSpec(base(), vary=[("policy.aggregate", [5, 6])], policies=["backup", "async"])
+    plan = PlanSpec(base(), vary=[("policy.aggregate", [5, 6])], policies=["backup", "async"], baseline="sync")
     pts = expand(plan)
     assert [(p.index, p.policy) for p in pts] == [(0, "backup"), (0, "async"), (0, "sync"),
                                                   (1, "backup"), (1, "async"), (1, "sync")]
@@ -238,7 +248,7 @@ def test_command_line_overrides_the_plan_file(tmp_path):
     plan, backend, address, workers, out = _build_plan(None, pf, cli)
     assert plan.vary == [("network.bandwidth_gbps", [10]), ("workers.0.count", [2, 3])]
     assert plan.base_lr == 0.1 and plan.sharpness is None and plan.updates == 50
-    assert plan.policies == ["async", "ssp", "sync"]
+    assert plan.policies == ["async", "ssp", "allreduce"]   # a network: the all-reduce baseline
     assert backend == "serial" and out == str(tmp_path / "res")
     pf.write_text(f"scenario: {H8}\nupdates: lots\n")
     with pytest.raises(InputError):

@@ -58,9 +58,10 @@ def test_rows_speedups_and_costs():
     rows = build_rows(pts, recs)
     assert [(r["workers.0.count"], r["policy"]) for r in rows] == [(2, "async"), (2, "sync"), (4, "async"),
                                                                   (4, "sync")]
-    assert [r["speedup_vs_sync"] for r in rows] == [4.0, 1.0, 4.0, 1.0]
-    assert rows[0]["target_speedup_vs_sync"] == 4.0 and rows[1]["target_speedup_vs_sync"] == 1.0
-    assert math.isnan(rows[2]["target_speedup_vs_sync"])  # A-SGD never reached the target there
+    assert [r["speedup_throughput"] for r in rows] == [4.0, 1.0, 4.0, 1.0]   # gradient rates
+    assert rows[0]["speedup_to_target"] == 4.0 and rows[1]["speedup_to_target"] == 1.0
+    assert math.isnan(rows[2]["speedup_to_target"])  # A-SGD never reached the target there
+    assert {r["baseline"] for r in rows} == {"sync"}
     # cost: price x workers per hour; to target: that x hours to target
     assert rows[0]["cost_per_hour"] == 4.0 and rows[2]["cost_per_hour"] == 8.0
     assert rows[0]["cost_to_target"] == pytest.approx(4.0 * 10.0 / 3600)

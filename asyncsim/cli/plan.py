@@ -71,10 +71,11 @@ def _print_table(res, plan) -> None:
               f"{res.skipped} reused)", header_style="bold", box=box.SIMPLE_HEAD)
     for k in plan.vary_keys:
         t.add_column(k, justify="right")
-    cols = [("policy", "policy"), ("upd/s", "update_rate"), ("×sync", "speedup_vs_sync"),
+    bl = plan.baseline
+    cols = [("policy", "policy"), ("upd/s", "update_rate"), (f"×{bl} grad/s", "speedup_throughput"),
             ("τ mean", "staleness_mean"), ("τ p99", "staleness_p99"), ("α*", "alpha_star"), ("lr", "lr")]
     if has_train:
-        cols += [("to target (s)", "time_to_target"), ("×sync", "target_speedup_vs_sync"),
+        cols += [("to target (s)", "time_to_target"), (f"×{bl} to target", "speedup_to_target"),
                  ("final loss", "final_loss")]
     for name, _ in cols:
         t.add_column(name, justify="left" if name == "policy" else "right", no_wrap=True)
@@ -83,7 +84,7 @@ def _print_table(res, plan) -> None:
         for name, key in cols:
             if key == "policy":
                 cells.append(r["policy"])
-            elif key in ("speedup_vs_sync", "target_speedup_vs_sync"):
+            elif key in ("speedup_throughput", "speedup_to_target"):
                 cells.append(_num(r.get(key), "{:.2f}"))
             else:
                 cells.append(_num(r.get(key)))
@@ -110,8 +111,11 @@ def plan(
         None, "--vary", "-v", help="KEY=V1,V2,...: a dotted scenario path and its values (repeatable; "
         "the grid is their product)."),
     policies: Optional[str] = typer.Option(
-        None, "--policies", "-p", help="Comma list of async,sync,backup,k_async,ssp,round_robin "
-        "(sync is always added). Default: the scenario's policy and sync."),
+        None, "--policies", "-p", help="Comma list of async,sync,backup,k_async,ssp,round_robin,allreduce "
+        "(the baseline is always added). Default: the scenario's policy and the baseline."),
+    baseline: Optional[str] = typer.Option(
+        None, "--baseline", help="The S-SGD every speed-up is against: sync (through the parameter server) or "
+        "allreduce (collectives). Default: allreduce when the scenario has a network, else sync."),
     plan_file: Optional[Path] = typer.Option(None, "--plan",
                                              help="A YAML plan file (scenario:, vary:, policies:, ...)."),
     updates: Optional[int] = typer.Option(None, "--updates", "-n", min=1, help="Simulate N updates per point."),
@@ -145,7 +149,7 @@ def plan(
     from ..plan.backends import make_backend
     from ..plan.run import run_plan
 
-    cli = {"vary": vary, "policies": policies, "updates": updates, "time": time_, "seed": seed,
+    cli = {"vary": vary, "policies": policies, "baseline": baseline, "updates": updates, "time": time_, "seed": seed,
            "base_lr": base_lr, "sharpness": sharpness, "lr_fraction": lr_fraction, "optimizer": optimizer,
            "momentum": momentum, "criteria": criteria, "engine": engine, "train": train, "target": target,
            "steps": steps, "backend": backend,

@@ -117,6 +117,16 @@ class Network:
     pull: list[Route] = field(default_factory=list)
     push: list[Route] = field(default_factory=list)
     _graph: Any = field(default=None, repr=False)
+    #: worker-to-worker paths for the collectives (see :meth:`peer_hops`)
+    node_of: list[int] = field(default_factory=list, repr=False)
+    nic_in: list[int] = field(default_factory=list, repr=False)    # direction into worker i's NIC
+    nic_out: list[int] = field(default_factory=list, repr=False)   # direction out of it
+    rack: list[int] = field(default_factory=list, repr=False)      # two_tier: rack of worker i
+    rack_up: list[int] = field(default_factory=list, repr=False)   # two_tier: rack r -> core
+    rack_down: list[int] = field(default_factory=list, repr=False)  # two_tier: core -> rack r
+    intra_in: list[int] = field(default_factory=list, repr=False)  # node switch -> GPU i (-1: none)
+    intra_out: list[int] = field(default_factory=list, repr=False)  # GPU i -> node switch
+    _custom: Any = field(default=None, repr=False)                 # custom: (graph, order, placement, cache)
 
     @property
     def n_links(self) -> int:
@@ -150,6 +160,46 @@ class Network:
     def is_constant(self) -> bool:
         """True when every hop latency is a constant (no network randomness)."""
         return all(r.fixed_latency is not None for r in itertools.chain(self.pull, self.push))
+
+    def peer_hops(self, a: int, b: int) -> tuple[int, ...]:
+        """Link directions of a transfer from worker ``a`` to worker ``b`` (the
+        collectives' paths): GPUs of one node use their intra-node links only
+        (``a`` -> node switch -> ``b``); otherwise the path leaves through
+        ``a``'s NIC and enters ``b``'s (star: via the switch; two_tier: via the
+        rack switch, and the core when the racks differ; custom: the shortest
+        path between their placement nodes, ties broken as for the server's
+        routes)."""
+        if a == b:
+            return ()
+        if self.node_of[a] == self.node_of[b]:
+            return (self.intra_out[a], self.intra_in[b])
+        if self._custom is not None:
+            return self._custom_hops(a, b)
+        if self.rack:
+            ra, rb = self.rack[a], self.rack[b]
+            if ra != rb:
+                return (self.nic_out[a], self.rack_up[ra], self.rack_down[rb], self.nic_in[b])
+        return (self.nic_out[a], self.nic_in[b])
+
+    def _custom_hops(self, a: int, b: int) -> tuple[int, ...]:
+        import networkx as nx
+
+        g, order, place, cache, index = self._custom
+        u, v = place[a], place[b]
+        key = (u, v)
+        if key not in cache:
+            if u == v:
+                cache[key] = ()
+            else:
+                try:
+                    p = min(nx.all_shortest_paths(g, u, v), key=lambda p: [order[x] for x in p])
+                except nx.NetworkXNoPath:
+                    from ..errors import ScenarioError
+
+                    raise ScenarioError(f"no path between workers' nodes {u!r} and {v!r}",
+                                        field="network.edges") from None
+                cache[key] = tuple(index[h] for h in zip(p[:-1], p[1:]))
+        return cache[key]
 
     def is_uncontended(self) -> bool:
         """True when no link direction carries two workers' transfers (no sharing ever)."""
@@ -258,7 +308,7 @@ def _custom_paths(sc: Scenario):
                     raise ScenarioError(f"no path between the server ({server!r}) and node {node!r}",
                                         field="network.edges") from None
         paths.append(cache[node])
-    return edges, paths
+    return edges, paths, g
 
 
 #: the last network built, kept so that choosing an engine and running it build it once
@@ -290,12 +340,15 @@ def build_network(sc: Scenario) -> Network | None:
 def _build(sc: Scenario) -> Network:
     net = sc.network
     n = sc.n_workers
+    info: dict[str, Any] = {}
     if isinstance(net, CustomNetwork):
-        edges, pull_paths = _custom_paths(sc)
+        edges, pull_paths, g_custom = _custom_paths(sc)
         index = {}
         for e, (u, v, _, _) in enumerate(edges):
             index[(u, v)] = 2 * e
             index[(v, u)] = 2 * e + 1
+        info["_custom"] = (g_custom, {v: i for i, v in enumerate(g_custom.nodes)},
+                           [str(p) for p in _placements(sc)], {}, index)
 
         def hops_of(path):
             return tuple(index[h] for h in zip(path[:-1], path[1:]))
@@ -308,6 +361,8 @@ def _build(sc: Scenario) -> Network:
         pull_paths = [(SERVER, "switch", worker_node(i)) for i in range(n)]
         pull_hops = [(0, 2 * i + 2) for i in range(n)]
         push_hops = [(2 * i + 3, 1) for i in range(n)]
+        info["nic_in"] = [2 * i + 2 for i in range(n)]
+        info["nic_out"] = [2 * i + 3 for i in range(n)]
     elif isinstance(net, TwoTierNetwork):
         edges = _two_tier_edges(sc)
         racks = net.racks
@@ -325,9 +380,26 @@ def _build(sc: Scenario) -> Network:
         pull_paths = [(SERVER, "core", f"r{rack_of[i]}", worker_node(i)) for i in range(n)]
         pull_hops = [(0, 2 * (1 + rack_of[i]), 2 * pos[i]) for i in range(n)]
         push_hops = [(2 * pos[i] + 1, 2 * (1 + rack_of[i]) + 1, 1) for i in range(n)]
+        info.update(nic_in=[2 * pos[i] for i in range(n)], nic_out=[2 * pos[i] + 1 for i in range(n)],
+                    rack=rack_of, rack_down=[2 * (1 + r) for r in range(racks)],
+                    rack_up=[2 * (1 + r) + 1 for r in range(racks)])
     else:  # pragma: no cover - the schema guards
         raise TypeError(f"unknown network {type(net).__name__}")
-    network = Network(edges=edges, sharing=getattr(net, "sharing", "fair"))
+    # Nodes of several GPUs: each GPU's link to its node's switch "n<k>", appended
+    # after the other edges (so the server's routes and their numbering are unchanged).
+    node_of = sc.node_of()
+    intra_in, intra_out = [-1] * n, [-1] * n
+    if any(g.gpus_per_node > 1 for g in sc.workers):
+        start = 0
+        for g in sc.workers:
+            if g.gpus_per_node > 1:
+                for i in range(start, start + g.count):
+                    gpu = worker_node(i) if not isinstance(net, CustomNetwork) else f"gpu{i}"
+                    intra_in[i], intra_out[i] = 2 * len(edges), 2 * len(edges) + 1
+                    edges.append((f"n{node_of[i]}", gpu, float(net.intra_node_gbps), net.intra_node_latency))
+            start += g.count
+    network = Network(edges=edges, sharing=getattr(net, "sharing", "fair"), node_of=node_of,
+                      intra_in=intra_in, intra_out=intra_out, **info)
     nbytes = float(sc.model_bytes)
     bw = [b for _, _, b, _ in edges for _ in (0, 1)]
     lat = [d for _, _, _, d in edges for _ in (0, 1)]

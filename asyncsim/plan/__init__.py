@@ -6,7 +6,7 @@
 ...                 vary=[("workers.0.count", [4, 8, 16])], policies=["async", "backup"],
 ...                 updates=2000, base_lr=0.1)                              # doctest: +SKIP
 >>> res = run_plan(plan, "plan-out", make_backend("local"))               # doctest: +SKIP
->>> res.rows[0]["speedup_vs_sync"]                                        # doctest: +SKIP
+>>> res.rows[0]["speedup_throughput"]                                        # doctest: +SKIP
 
 Modules: :mod:`~asyncsim.plan.grid` (``--vary`` and plan files → points),
 :mod:`~asyncsim.plan.point` (one point: simulate → stability → lr → train),

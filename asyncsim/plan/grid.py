@@ -38,8 +38,8 @@ from typing import Any
 import yaml
 
 from ..errors import InputError, ScenarioError
-from ..scenario import (POLICY_KINDS, AsyncPolicy, BackupPolicy, KAsyncPolicy, RoundRobinPolicy, Scenario,
-                        SSPPolicy, SyncPolicy, load_scenario, set_dotted, validate_scenario)
+from ..scenario import (POLICY_KINDS, AllreducePolicy, AsyncPolicy, BackupPolicy, KAsyncPolicy, RoundRobinPolicy,
+                        Scenario, SSPPolicy, SyncPolicy, load_scenario, set_dotted, validate_scenario)
 
 __all__ = ["PlanSpec", "GridPoint", "Task", "parse_vary", "parse_value", "parse_policies", "expand",
            "load_plan_file", "policy_defaults", "POINT_FORMAT"]
@@ -48,12 +48,15 @@ __all__ = ["PlanSpec", "GridPoint", "Task", "parse_vary", "parse_value", "parse_
 POINT_FORMAT = 1
 
 _POLICY_MODELS = {"async": AsyncPolicy, "sync": SyncPolicy, "backup": BackupPolicy, "k_async": KAsyncPolicy,
-                  "ssp": SSPPolicy, "round_robin": RoundRobinPolicy}
+                  "ssp": SSPPolicy, "round_robin": RoundRobinPolicy, "allreduce": AllreducePolicy}
+
+#: the S-SGD baselines a plan can compare against
+BASELINES = ("sync", "allreduce")
 
 #: Keys a plan file may hold (anything else is an error, so typos are caught).
 PLAN_FILE_KEYS = ("scenario", "vary", "policies", "updates", "time", "seed", "base_lr", "sharpness",
                   "lr_fraction", "optimizer", "momentum", "criteria", "train", "target", "steps", "batch_size",
-                  "backend", "ray_address", "workers", "out", "engine")
+                  "backend", "ray_address", "workers", "out", "engine", "baseline")
 
 
 def policy_defaults(kind: str, n_workers: int) -> dict[str, Any]:
@@ -124,8 +127,9 @@ def _check_values(key: str, values: list[Any]) -> None:
         seen.add(marker)
 
 
-def parse_policies(spec: str | list[str] | None, scenario_kind: str) -> list[str]:
-    """Policy kinds to compare, ``sync`` always included (default: the scenario's own kind and sync)."""
+def parse_policies(spec: str | list[str] | None, scenario_kind: str, baseline: str = "sync") -> list[str]:
+    """Policy kinds to compare, the ``baseline`` always included (default: the scenario's own kind
+    and the baseline)."""
     if spec is None or (isinstance(spec, str) and not spec.strip()):
         kinds = [scenario_kind]
     else:
@@ -136,8 +140,8 @@ def parse_policies(spec: str | list[str] | None, scenario_kind: str) -> list[str
             raise InputError(f"--policies: unknown policy {k!r} (use {', '.join(POLICY_KINDS)})")
         if k not in out:
             out.append(k)
-    if "sync" not in out:
-        out.append("sync")
+    if baseline not in out:
+        out.append(baseline)
     return out
 
 
@@ -164,6 +168,10 @@ class PlanSpec:
     batch_size: int = 32
     engine: str = "auto"
     criteria: tuple[str, ...] | str | None = None   # default: all three
+    #: the S-SGD every speed-up is measured against: sync (through the parameter
+    #: server) or allreduce (collectives); default allreduce when the scenario has
+    #: a network, else sync
+    baseline: str | None = None
 
     CRITERIA = ("mean", "mean-square", "trace")
 
@@ -207,7 +215,11 @@ class PlanSpec:
         dup = {k for k in keys if keys.count(k) > 1}
         if dup:
             raise InputError(f"--vary {sorted(dup)[0]} given twice")
-        self.policies = parse_policies(self.policies, self.scenario.policy.kind)
+        if self.baseline is None:
+            self.baseline = "allreduce" if self.scenario.network is not None else "sync"
+        if self.baseline not in BASELINES:
+            raise InputError(f"--baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
+        self.policies = parse_policies(self.policies, self.scenario.policy.kind, self.baseline)
 
     @property
     def run_seed(self) -> int:

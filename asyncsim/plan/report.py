@@ -31,9 +31,10 @@ SECTIONS = {"loss": "Loss vs simulated wall-clock", "vs-parameter": "Speed, stal
 
 #: One colour per policy, fixed so every figure agrees (colour-blind-safe Okabe–Ito palette).
 POLICY_COLORS = {"sync": "#000000", "async": "#E69F00", "backup": "#0072B2", "k_async": "#009E73",
-                 "ssp": "#CC79A7", "round_robin": "#D55E00"}
+                 "ssp": "#CC79A7", "round_robin": "#D55E00", "allreduce": "#56B4E9"}
 POLICY_LABELS = {"sync": "S-SGD (sync)", "async": "A-SGD (async)", "backup": "backup workers",
-                 "k_async": "K-async", "ssp": "SSP", "round_robin": "round robin"}
+                 "k_async": "K-async", "ssp": "SSP", "round_robin": "round robin",
+                 "allreduce": "S-SGD (all-reduce)"}
 MAX_LOSS_PANELS = 12
 MAX_ROWS_OF_PANELS = 4
 
@@ -377,8 +378,9 @@ def write_report(out_dir: str | Path, rows: list[dict[str, Any]], curves: dict[s
                            f"{html.escape(xlab)} (e.g. no policy reached the target).</p>")
     sec.append(f"<h2 id='pareto'>{SECTIONS['pareto']}</h2>" + img("pareto", "Pareto front") + "".join(fronts_html))
     sec.append(f"<h2 id='table'>{SECTIONS['table']}</h2><p class='note'>Also in <code>results.parquet</code>. "
-               f"speedup_vs_sync: update rate ÷ S-SGD's at the same grid point"
-               + ("; target_speedup_vs_sync: S-SGD's time to target ÷ this row's" if has_train else "")
+               f"speedup_throughput: gradient rate ÷ the baseline's ({html.escape(str(meta.get('baseline')))}) "
+               f"at the same grid point"
+               + ("; speedup_to_target: the baseline's time to target ÷ this row's" if has_train else "")
                + ".</p>" + _html_table(rows, cols))
     if warns:
         items = "".join(f"<li>{html.escape(w)}<br><span class='note'>rows: {html.escape('; '.join(where))}"

@@ -101,7 +101,7 @@ def run_plan(plan: PlanSpec, out_dir: str | Path, backend: Backend | None = None
 
     (backend or LocalBackend()).map(point_fn, todo, on_result)
 
-    rows = build_rows(points, records)
+    rows = build_rows(points, records, baseline=plan.baseline)
     meta = _meta(plan, a, len(rows))
     paths = {"results": write_table(rows, plan.vary_keys, out / "results.parquet", metadata=meta)}
     atomic_write_text(out / "plan.json", json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
@@ -121,6 +121,7 @@ def _meta(plan: PlanSpec, a: float | None, n_rows: int) -> dict[str, Any]:
 
     return {"scenario": plan.scenario_source, "scenario_name": plan.scenario.name,
             "vary": {k: v for k, v in plan.vary}, "policies": list(plan.policies or []),
+            "baseline": plan.baseline,
             "seed": plan.run_seed, "updates": plan.updates, "time": plan.time, "base_lr": plan.base_lr,
             "sharpness": a, "lr_fraction": plan.lr_fraction, "optimizer": plan.optimizer,
             "momentum": plan.momentum, "criteria": list(plan.criteria or ()), "train": plan.train,

@@ -2,16 +2,19 @@
 
 >>> from asyncsim.policies import POLICIES
 >>> sorted(POLICIES)
-['async', 'backup', 'k_async', 'round_robin', 'ssp', 'sync']
+['allreduce', 'async', 'backup', 'k_async', 'round_robin', 'ssp', 'sync']
 """
 
 from __future__ import annotations
 
 from .base import POLICIES, Policy, policy_for, register
-from .backup import Backup, Sync
-from .k_async import Async, KAsync
+from .allreduce import Allreduce
+from .asynchronous import Async
+from .backup import Backup
+from .k_async import KAsync
 from .round_robin import RoundRobin
 from .ssp import SSP
+from .synchronous import Sync
 
 __all__ = ["POLICIES", "Policy", "policy_for", "register", "Async", "KAsync", "Sync", "Backup", "SSP",
-           "RoundRobin"]
+           "RoundRobin", "Allreduce"]

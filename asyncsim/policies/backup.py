@@ -1,10 +1,13 @@
-"""Synchronous SGD and synchronous SGD with backup workers."""
+"""Synchronous SGD with backup workers: the first K of N gradients make the update.
+
+Plain S-SGD through the parameter server is the K = N case (synchronous.py).
+"""
 
 from __future__ import annotations
 
 from .base import Policy, register
 
-__all__ = ["Backup", "Sync"]
+__all__ = ["Backup"]
 
 _CRASH = "crash"
 _PREEMPT = "preempt"
@@ -182,21 +185,3 @@ class Backup(Policy):
             env.process(self._timer(m, m.version))
         if faulty and any(m.perm_down):
             self._check_stall(m)
-
-
-@register
-class Sync(Backup):
-    """``sync``: S-SGD, the backup policy with K = N (nothing is ever dropped).
-
-    Every worker pulls version v, computes and pushes; when all N gradients
-    have arrived the server applies their mean (one apply draw) and everyone
-    pulls v + 1. With ``timeout: T`` a round still open T seconds after it
-    opened closes with the gradients that have arrived (at the next arrival if
-    none has); the workers still computing are preempted and late pushes
-    dropped, exactly like backup stragglers.
-    """
-
-    kind = "sync"
-
-    def _k(self) -> int:
-        return self.n

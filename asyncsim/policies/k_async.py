@@ -1,10 +1,10 @@
-"""K-async SGD and plain asynchronous SGD (K = 1)."""
+"""K-async SGD: any K arrived gradients make one update (A-SGD is K = 1: asynchronous.py)."""
 
 from __future__ import annotations
 
 from .base import Policy, register
 
-__all__ = ["KAsync", "Async"]
+__all__ = ["KAsync"]
 
 
 @register
@@ -162,14 +162,3 @@ class KAsync(Policy):
                         queue.popleft().succeed()
                     else:
                         m.server_busy = False
-
-
-@register
-class Async(KAsync):
-    """``async``: the server applies each gradient on arrival (FIFO); the worker's
-    push is acknowledged once its update is applied, and it then pulls again."""
-
-    kind = "async"
-
-    def _k(self) -> int:
-        return 1

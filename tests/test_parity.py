@@ -92,8 +92,12 @@ def dists(draw):
 def scenarios(draw):
     groups = [{"count": draw(st.integers(1, 3)), "compute": dists(draw)} for _ in range(draw(st.integers(1, 2)))]
     n = sum(g["count"] for g in groups)
-    kind = draw(st.sampled_from(["async", "sync", "backup", "k_async", "ssp", "round_robin"]))
+    kind = draw(st.sampled_from(["async", "sync", "backup", "k_async", "ssp", "round_robin", "allreduce"]))
     pol = {"kind": kind}
+    if kind == "allreduce":
+        algs = ["ring", "tree", "hierarchical"] + (["halving_doubling"] if n & (n - 1) == 0 else [])
+        pol.update(algorithm=draw(st.sampled_from(algs)), overlap=draw(st.booleans()),
+                   bucket_mb=draw(st.sampled_from([None, 0.3, 5.0])))
     if kind == "backup":
         pol["aggregate"] = draw(st.integers(1, n))
     elif kind == "k_async":
@@ -125,6 +129,8 @@ def scenarios(draw):
             {"u": "s", "v": "b", "bandwidth_gbps": 1}]}
         for g in groups:
             g["placement"] = draw(st.sampled_from(["s", "a", "b"]))
+    if topo != "none":
+        sc["network"]["sharing"] = draw(st.sampled_from(["fair", "circuit"]))
     if topo != "none" and draw(st.booleans()):
         sc["model"] = {"parameters": draw(st.sampled_from([100_000, 5_000_000]))}
     if draw(st.booleans()):

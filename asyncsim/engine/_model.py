@@ -102,6 +102,15 @@ def _times(sampler: BlockSampler, chunk: int, keep: list):
     return _floats(sums(), chunk)
 
 
+def _drawn_latency(hops: list) -> float:
+    """The sum of a transfer's per-hop latencies, in path order: a constant hop
+    is a float, a random one a sampler drawn from the worker's network stream."""
+    lat = 0.0
+    for h in hops:
+        lat += h if h.__class__ is float else h()
+    return lat
+
+
 def by_worker(worker: np.ndarray) -> np.ndarray:
     """Row indices grouped by worker, in row order within a group (a 16-bit key
     sorts by radix)."""
@@ -439,9 +448,7 @@ class Model:
                 res[li].release(req)
         lat = route.fixed_latency
         if lat is None:
-            lat = 0.0
-            for h in hops:
-                lat += h if h.__class__ is float else h()
+            lat = _drawn_latency(hops)
         if lat > 0.0:
             yield self.env.timeout(lat)
 
@@ -488,9 +495,7 @@ class Model:
                 yield self.env.timeout(route.hold)
         lat = route.fixed_latency
         if lat is None:
-            lat = 0.0
-            for h in hops:
-                lat += h if h.__class__ is float else h()
+            lat = _drawn_latency(hops)
         if lat > 0.0:
             yield self.env.timeout(lat)
 
@@ -515,9 +520,7 @@ class Model:
                 yield env.timeout(route.hold if f == 1.0 else self._fault_hold(w, route, f))
         lat = route.fixed_latency
         if lat is None:
-            lat = 0.0
-            for h in hops:
-                lat += h if h.__class__ is float else h()
+            lat = _drawn_latency(hops)
         if lat > 0.0:
             yield env.timeout(lat)
 
@@ -571,9 +574,7 @@ class Model:
             raise
         lat = route.fixed_latency
         if lat is None:
-            lat = 0.0
-            for h in hops:
-                lat += h if h.__class__ is float else h()
+            lat = _drawn_latency(hops)
         if lat > 0.0:
             yield env.timeout(lat)
 

@@ -21,7 +21,8 @@ Supported (:func:`why_not_vectorisable` says why not otherwise):
 * ``sync`` and ``backup`` without a network (any apply time: rounds never
   overlap, so the server never queues);
 * ``round_robin`` with any apply time, without a network or with constant
-  uncontended transfers (a max-plus recurrence, vectorised across workers).
+  uncontended transfers (a max-plus recurrence, vectorised across workers);
+* ``allreduce`` without a network (it is then exactly ``sync``).
 
 Simultaneous completions are the one thing a sort cannot order the way the
 event engines do (their order depends on the history of event scheduling).
@@ -87,6 +88,12 @@ def _why_kasync(sc) -> str | None:
 def _why_rounds(sc) -> str | None:
     # (a sync timeout belongs to the fault model and is ignored by every engine)
     return None if _no_transfer(sc) else f"{sc.policy.kind} with network transfers is not vectorised"
+
+
+def _why_allreduce(sc) -> str | None:
+    if sc.network is None:
+        return None
+    return "allreduce with a network runs on the event engines (a few events per update, whatever N)"
 
 
 def _why_round_robin(sc) -> str | None:
@@ -533,6 +540,8 @@ _SUPPORT = {
     "sync": (_why_rounds, lambda sc, u, t, p: _run_rounds(sc, sc.n_workers, u, t, p)),
     "backup": (_why_rounds, lambda sc, u, t, p: _run_rounds(sc, int(sc.policy.aggregate), u, t, p)),
     "round_robin": (_why_round_robin, _run_round_robin),
+    # without a network all-reduce S-SGD is exactly sync (tests/test_collectives.py)
+    "allreduce": (_why_allreduce, lambda sc, u, t, p: _run_rounds(sc, sc.n_workers, u, t, p)),
 }
 
 

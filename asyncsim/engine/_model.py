@@ -40,7 +40,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..network import build_network
 from ..rng import BlockSampler, Streams
 from ..scenario import Scenario
 from ..trace import DROPPED, LOST
@@ -152,7 +151,11 @@ class Model:
         self.chunk = chunk = max(8, min(128, _PREFETCH // max(n, 1)))
         self.compute_next = [_draws(s, chunk) for s in self.compute]
         self.apply_next = _draws(BlockSampler(sc.server.apply, streams.server("apply")))
-        self.network = net = build_network(sc)
+        self.network = net = None
+        if sc.network is not None:
+            from ..network import build_network  # imports networkx: only for a scenario with a network
+
+            self.network = net = build_network(sc)
         if net is not None:
             self.links = [kernel.resource() for _ in range(net.n_links)]
             self.pull_hops, self.push_hops = [], []

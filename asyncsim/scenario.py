@@ -6,7 +6,7 @@ pydantic models (``extra="forbid"``; discriminated unions on ``dist``,
 naming the field. Every problem becomes a :class:`~asyncsim.errors.ScenarioError`
 reading ``<file>: <field.path>: <what is wrong>``.
 
-Core schema (see DESIGN.md)::
+Core schema (every field: docs/reference/scenario.md)::
 
     name: homogeneous-8
     seed: 1
@@ -268,6 +268,14 @@ class Scenario(_Model):
     @property
     def model_bytes(self) -> float:
         return self.model.bytes if self.model is not None else 0.0
+
+    def __repr__(self) -> str:
+        # short: the whole model is ``to_yaml()``; the generated repr ran to a page
+        stop = ", ".join(f"{k}={v:g}" for k, v in (("updates", self.stop.updates), ("time", self.stop.time))
+                         if v is not None)
+        net = self.network.topology if self.network is not None else None
+        return (f"Scenario(name={self.name!r}, workers={self.n_workers}, policy={self.policy.kind!r}, "
+                f"network={net!r}, stop=({stop}), seed={self.seed})")
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved scenario as plain JSON-able data (file paths' values inlined)."""

@@ -1,6 +1,6 @@
 """The staleness trace: one row per computed gradient, in columnar numpy arrays.
 
-Columns (see DESIGN.md):
+Columns (the Concepts page of the documentation explains them):
 
 ========== ======= ==========================================================
 step        int64  server update that applied the gradient (-1 if dropped by the

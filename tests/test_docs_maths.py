@@ -1,5 +1,6 @@
-"""The documentation's maths is typeset in a browser, with no network: the built Theory page
-opened in headless Chromium (Debian package ``chromium``; .ci/run installs it)."""
+"""The built documentation: maths typeset in a browser with no network (the Theory page opened in
+headless Chromium, Debian package ``chromium``, which .ci/run installs), and the API reference
+generated from the docstrings."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-_MISSING = [m for m in ("mkdocs", "material", "mathjax") if importlib.util.find_spec(m) is None]
+_MISSING = [m for m in ("mkdocs", "material", "mathjax", "mkdocstrings") if importlib.util.find_spec(m) is None]
 pytestmark = pytest.mark.skipif(bool(_MISSING), reason=f"docs extra not installed ({', '.join(_MISSING)}): "
                                                        "pip install -e '.[docs]'")
 
@@ -74,3 +75,16 @@ def test_theory_page_formulas_are_typeset_in_chromium(site, tmp_path):
     # ... as MathJax's glyphs: math-italic z (U+1D467) and alpha (U+1D6FC), TeX fonts
     assert "mjx-c1D467" in dom and "mjx-c1D6FC" in dom
     assert "MathJax_Math" in dom or "TEX-I" in dom
+
+
+def test_api_reference_is_generated_from_the_docstrings(site):
+    import asyncsim
+
+    page = (site / "reference" / "api" / "index.html").read_text(encoding="utf-8")
+    text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", page)))
+    for obj in (asyncsim.simulate, asyncsim.load_scenario, asyncsim.Trace.delay_pmf, asyncsim.Trace.summary):
+        first = " ".join(obj.__doc__.strip().split(".")[0].split())
+        first = re.sub(r":\w+:`~?([^`]*)`", r"\1", first).replace("``", "")
+        assert first in text, first
+    assert "time : float | None = None" in text  # signatures with their annotations
+    assert ":class:" not in text and ":func:" not in text  # Sphinx roles shown as code

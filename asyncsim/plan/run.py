@@ -15,6 +15,7 @@ from .backends import Backend, LocalBackend
 from .grid import GridPoint, PlanSpec, expand
 from .point import evaluate
 from .store import ResultStore, build_rows, write_table
+from .._repr import dataclass_repr
 
 __all__ = ["run_plan", "PlanResult", "resolve_sharpness"]
 
@@ -22,6 +23,8 @@ __all__ = ["run_plan", "PlanResult", "resolve_sharpness"]
 @dataclass
 class PlanResult:
     """What a plan run produced."""
+
+    __repr__ = dataclass_repr  # arrays by shape (asyncsim._repr)
 
     out_dir: Path
     rows: list[dict[str, Any]]

@@ -11,6 +11,7 @@ from ..trace import Trace
 from .criteria import CRITERIA, DESCRIPTIONS, get_criterion, pmf_of
 from .families import pmf_mean
 from .lr_rules import lr_from_base, lr_from_sharpness, paper_rule
+from .._repr import dataclass_repr
 
 #: Criteria whose α* differ by more than this factor trigger a warning.
 DISAGREEMENT_FACTOR = 2.0
@@ -21,6 +22,8 @@ class StabilityReport:
     """Result of :func:`analyze`. ``alpha_star`` maps criterion → α*; ``conservative`` names the
     criterion with the smallest α*; ``lr`` (when a base LR or sharpness was given) maps criterion →
     recommended learning rate, plus ``paper_rule``; ``warnings`` are sentences for people."""
+
+    __repr__ = dataclass_repr  # arrays by shape (asyncsim._repr)
 
     alpha_star: dict[str, float]
     conservative: str

@@ -106,8 +106,8 @@ def _print_table(res, plan) -> None:
 def plan(
     scenario: Optional[Path] = typer.Argument(None, help="Scenario YAML file (or use --plan).", show_default=False),
     vary: Optional[list[str]] = typer.Option(
-        None, "--vary", "-v", help="KEY=V1,V2,...: a dotted scenario path and its values (repeatable; "
-        "the grid is their product)."),
+        None, "--vary", "-v", help="A dotted scenario path and its values, e.g. workers.0.count=4,8,16 "
+        "(repeatable; the grid is their product)."),
     policies: Optional[str] = typer.Option(
         None, "--policies", "-p", help="Comma list of async,sync,backup,k_async,ssp,round_robin "
         "(sync is always added). Default: the scenario's policy and sync."),

@@ -165,7 +165,7 @@ def test_the_cli_and_its_help_import_nothing_heavy():
 
 def test_validate_and_a_plain_simulation_import_no_networkx_torch_or_matplotlib():
     mods = _imported_after("from asyncsim.cli import run\nrun(['validate', 'scenarios/homogeneous-8.yaml'])")
-    assert not mods & {"torch", "networkx", "matplotlib", "scipy"}
+    assert not mods & {"torch", "networkx", "matplotlib", "scipy", "numpy", "rich"}
     code = ("import asyncsim\n"
             "asyncsim.simulate({'workers': [{'count': 4, 'compute': {'dist': 'exponential', 'mean': 1}}]}, "
             "updates=50)")
@@ -174,6 +174,17 @@ def test_validate_and_a_plain_simulation_import_no_networkx_torch_or_matplotlib(
     # a scenario with a network does import it (the rule is about scenarios without one)
     assert "networkx" in _imported_after("import asyncsim\nasyncsim.simulate('scenarios/homogeneous-8.yaml', "
                                          "updates=50)")
+
+
+def test_numpy_is_imported_on_first_use_and_then_in_place():
+    code = ("import asyncsim.scenario, asyncsim.distributions as d\n"
+            "print('before', 'numpy' in sys.modules, type(d.np).__name__)\n"
+            "x = d.Exponential(mean=2.0).sample(__import__('numpy').random.default_rng(0), 4)\n"
+            "print('after', d.np is sys.modules['numpy'], len(x))")
+    proc = subprocess.run([sys.executable, "-c", "import sys\n" + code], env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["before", "False", "_Lazy", "after", "True", "4"]
 
 
 def _median_wall(argv, n=5):

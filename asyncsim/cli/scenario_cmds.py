@@ -35,9 +35,16 @@ def validate(
     if json_out:
         print_json({"ok": not bad, "files": results})
     else:
+        tty = sys.stdout.isatty()  # rich (colour) only for a terminal: it is a tenth of validate's start-up
         for r in results:
             if r["ok"]:
-                console.print(f"[green]ok[/]  {r['file']}  ({r['name']}: {r['workers']} workers, {r['policy']})")
+                rest = f"  {r['file']}  ({r['name']}: {r['workers']} workers, {r['policy']})"
+                if tty:
+                    from rich.markup import escape
+
+                    console.print("[green]ok[/]" + escape(rest))
+                else:
+                    sys.stdout.write(f"ok{rest}\n")
     for r in bad:
         for problem in r["problems"]:
             sys.stderr.write(f"asyncsim: error: {' '.join(problem.split())}\n")

@@ -131,11 +131,12 @@ def test_version(capsys):
     ("asyncsim sim", 1, {"simulate"}),
     ("asyncsim plan --j", 2, {"--jobs", "--json"}),
     ("asyncsim stability --crit", 2, {"--criterion"}),
+    ("asyncsim plan --workers 2 --j", 4, {"--jobs", "--json"}),  # an old spelling parses, quietly
 ])
 def test_shell_completion(words, cword, expect):
     env = {**_env(), "_ASYNCSIM_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
     proc = subprocess.run(CLI, env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert set(proc.stdout.split()) == expect
 
 

@@ -128,6 +128,7 @@ def _install_aliases(command: str, cmd: Any, aliases: dict[str, str]) -> None:
 
     def make_parser_with_aliases(ctx):
         parser = make_parser(ctx)
+        quiet = ctx.resilient_parsing  # shell completion parses the line too: no note there
         for old, new in aliases.items():
             target = parser._long_opt.get(new) or parser._short_opt.get(new)
             table = parser._long_opt if old.startswith("--") else parser._short_opt
@@ -136,7 +137,8 @@ def _install_aliases(command: str, cmd: Any, aliases: dict[str, str]) -> None:
             alias = copy.copy(target)  # same destination and action; only process() differs
 
             def process(value, state, _old=old, _new=new, _process=target.process):
-                _note(command, _old, _new)
+                if not quiet:
+                    _note(command, _old, _new)
                 _process(value, state)
 
             alias.process = process

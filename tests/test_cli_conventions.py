@@ -131,7 +131,8 @@ def test_version(capsys):
     ("asyncsim sim", 1, {"simulate"}),
     ("asyncsim plan --j", 2, {"--jobs", "--json"}),
     ("asyncsim stability --crit", 2, {"--criterion"}),
-    ("asyncsim plan --workers 2 --j", 4, {"--jobs", "--json"}),  # an old spelling parses, quietly
+    # an old spelling parses quietly, as its new one: --jobs is given already, so not offered again
+    ("asyncsim plan --workers 2 --j", 4, {"--json"}),
 ])
 def test_shell_completion(words, cword, expect):
     env = {**_env(), "_ASYNCSIM_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}

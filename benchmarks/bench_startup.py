@@ -32,6 +32,9 @@ CASES = {
     "asyncsim --help": CLI + ["--help"],
     "asyncsim simulate --help": CLI + ["simulate", "--help"],
     "asyncsim validate scenarios/homogeneous-8.yaml": CLI + ["validate", "scenarios/homogeneous-8.yaml"],
+    # a scenario without a network section: no networkx (200 updates, so start-up dominates)
+    "asyncsim simulate scenarios/ssp-16.yaml -n 200 --no-save": CLI + ["simulate", "scenarios/ssp-16.yaml", "-n",
+                                                                    "200", "--no-save"],
 }
 
 
@@ -42,7 +45,8 @@ def main() -> None:
     args = ap.parse_args()
     cases = {name: (argv, ROOT) for name, argv in CASES.items()}
     if args.baseline is not None:
-        for name in ("asyncsim --help", "asyncsim validate scenarios/homogeneous-8.yaml"):
+        for name in ("asyncsim --help", "asyncsim validate scenarios/homogeneous-8.yaml",
+                     "asyncsim simulate scenarios/ssp-16.yaml -n 200 --no-save"):
             cases[f"baseline: {name}"] = (CASES[name], args.baseline.resolve())
     times: dict[str, list[float]] = {k: [] for k in cases}
     for r in range(args.repeats + 1):

@@ -282,6 +282,7 @@ class Scenario(_Model):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     def to_yaml(self) -> str:
+        """The resolved scenario as YAML text (``load_scenario`` reads it back to an equal scenario)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def with_overrides(self, overrides: dict[str, Any], *, source: str | None = None) -> "Scenario":

@@ -337,6 +337,7 @@ class Trace:
 
     # --------------------------------------------------------------------- io
     def metadata(self) -> dict[str, Any]:
+        """What a saved trace file carries besides its columns: format, scenario, seed, package version."""
         return {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,

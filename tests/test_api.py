@@ -80,3 +80,20 @@ def test_import_is_lazy_and_complete():
     assert asyncsim.Trace is __import__("asyncsim.trace").trace.Trace
     with pytest.raises(AttributeError):
         asyncsim.no_such_name  # noqa: B018
+
+
+def test_analysis_and_training_entry_points_are_typed():
+    from asyncsim.stability import analyze
+    from asyncsim.train import replay
+
+    for fn in (analyze, replay):
+        sig = inspect.signature(fn)
+        assert sig.return_annotation is not inspect.Signature.empty
+        assert [n for n, p in sig.parameters.items() if p.annotation is inspect.Parameter.empty] == [], fn.__name__
+        assert inspect.getdoc(fn)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
+def test_to_yaml_round_trips(path):
+    sc = asyncsim.load_scenario(path)
+    assert asyncsim.load_scenario(sc.to_yaml()) == sc

@@ -36,6 +36,7 @@ class PlanResult:
     wall_s: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary: the output folder, every row, counts of points computed and reused."""
         return {"out": str(self.out_dir), "rows": self.rows, "n_rows": len(self.rows),
                 "tasks": len({p.task.key for p in self.points}), "computed": self.computed,
                 "skipped": self.skipped, "sharpness": self.sharpness, "wall_s": self.wall_s,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import InputError
 from ..trace import Trace
@@ -78,7 +78,8 @@ def disagreement_warnings(alpha_star: dict[str, float], factor: float = DISAGREE
             f"Use the conservative value ({lo})."]
 
 
-def analyze(source, criteria=CRITERIA, optimizer: str = "sgd", momentum: float = 0.0,
+def analyze(source: Trace | Sequence[float], criteria: str | Sequence[str] = CRITERIA, optimizer: str = "sgd",
+            momentum: float = 0.0,
             base_lr: float | None = None, sharpness: float | None = None) -> StabilityReport:
     """α* of ``source`` (pmf array or :class:`~asyncsim.Trace`) under each criterion.
 

@@ -87,6 +87,7 @@ class TrainResult:
         return d
 
     def metrics_table(self) -> dict[str, np.ndarray]:
+        """The logged curve as columns ``step``, ``sim_time``, ``loss`` (what ``save_metrics`` writes)."""
         return {"step": np.asarray(self.log_step, dtype=np.int64),
                 "sim_time": np.asarray(self.sim_time, dtype=np.float64),
                 "loss": np.asarray(self.loss, dtype=np.float64)}

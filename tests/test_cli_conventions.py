@@ -120,6 +120,13 @@ def test_renamed_spelling_end_to_end(capsys):
     assert new.err == "" and "use --momentum" in old.err
 
 
+@pytest.mark.parametrize("argv", [["-h"], ["--help"], ["simulate", "-h"], ["plan", "--help"]])
+def test_help_on_every_level(argv, capsys):
+    assert run(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Usage: asyncsim {' '.join(argv[:-1])}".rstrip()) and "-h, --help" in out
+
+
 def test_version(capsys):
     assert run(["--version"]) == 0
     assert capsys.readouterr().out == f"asyncsim {asyncsim.__version__}\n"

@@ -106,18 +106,43 @@ def scenario_reference_md() -> str:
 
 
 def cli_reference_md() -> str:
-    import typer
+    from .cli import build_command
+    from .cli._conventions import DEPRECATED, FOREIGN, REMOVED_IN, VOCABULARY, long_name
 
-    from .cli import _register
-    from .cli._app import app
-
-    _register()
-    group = typer.main.get_command(app)
+    group = build_command()
     out = ["# Command reference", "",
            "Generated from the command line itself (`asyncsim COMMAND --help`) by "
            "`python -m asyncsim._docgen docs`. Every command exits 2 with one line on stderr on bad input; "
            "`--json` prints exactly one JSON object on stdout.", ""]
     ctx = group.make_context("asyncsim", [], resilient_parsing=True)
+    ctx.terminal_width = ctx.max_content_width = 100
+    out += ["## `asyncsim`", "", "```text", group.get_help(ctx).rstrip(), "```", "",
+            "`asyncsim --install-completion` installs tab completion of commands, options and file names "
+            "for the current shell (bash, zsh, fish or PowerShell); `--show-completion` prints the script "
+            "instead.", ""]
+    used: dict[str, list[str]] = {}
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        for p in cmd.params:
+            if long_name(p) and long_name(p) not in FOREIGN:
+                used.setdefault(long_name(p), []).append(name)
+    used.setdefault("--version", []).append("(asyncsim itself)")
+    out += ["## One vocabulary of flags", "",
+            "Each long option means one thing, and has the same short flag (or none), in every command "
+            "that takes it (`tests/test_cli_conventions.py` checks this for every option of every command; "
+            "the table is `asyncsim.cli._conventions.VOCABULARY`).", "",
+            "| option | short | value | meaning | commands |", "|---|---|---|---|---|"]
+    for long, flag in VOCABULARY.items():
+        out.append(f"| `{long}` | {f'`{flag.short}`' if flag.short else ''} | "
+                   f"{f'`{flag.metavar}`' if flag.metavar else '(switch)'} | {flag.meaning.replace('|', chr(92) + '|')} | "
+                   f"{', '.join(used.get(long, []))} |")
+    out += ["", "### Renamed spellings", "",
+            f"These older spellings still work, with a note on stderr naming the new one; they stop "
+            f"working in asyncsim {REMOVED_IN}.", "", "| command | old | new |", "|---|---|---|"]
+    for name, aliases in DEPRECATED.items():
+        for old, new in aliases.items():
+            out.append(f"| `{name}` | `{old}` | `{new}` |")
+    out.append("")
     for name in group.list_commands(ctx):
         cmd = group.get_command(ctx, name)
         sub = cmd.make_context(name, [], parent=ctx, resilient_parsing=True)

@@ -19,8 +19,11 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
+
+from ._lazy import lazy_module
+
+np = lazy_module("numpy", __name__)  # validating a scenario needs no numpy (start-up time)
 
 __all__ = [
     "Distribution",

@@ -23,15 +23,21 @@ class AsyncsimError(Exception):
 class ScenarioError(AsyncsimError, ValueError):
     """A scenario file (or scenario dict) is invalid.
 
-    ``str(err)`` reads ``<file>: <field.path>: <what is wrong>``.
+    ``str(err)`` reads ``<file>: <field.path>: <what is wrong>`` (the first
+    problem, with a count of the others); ``err.problems`` holds every
+    problem found, each a line of that form.
     """
 
-    def __init__(self, message: str, *, file: str | Path | None = None, field: str | None = None):
+    def __init__(self, message: str, *, file: str | Path | None = None, field: str | None = None,
+                 problems: list[str] | None = None):
         self.file = str(file) if file is not None else None
         self.field = field or None
         self.reason = message
         parts = [p for p in (self.file, self.field) if p]
-        super().__init__(_one_line(": ".join(parts + [message])))
+        first = _one_line(": ".join(parts + [message]))
+        self.problems: list[str] = [first] + [_one_line(p) for p in (problems or [])[1:]]
+        more = len(self.problems) - 1
+        super().__init__(first + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""))
 
 
 class TraceError(AsyncsimError, ValueError):

@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Annotated, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .distributions import DistributionSpec
-from .rng import BlockSampler, Streams
+
+if TYPE_CHECKING:  # (validating a scenario imports no numpy; the simulation imports rng)
+    from .rng import BlockSampler, Streams
 
 
 class _Fault(BaseModel):
@@ -208,6 +210,8 @@ class FaultTimeline:
             if random_spec[w] is not None:
                 rng = streams.worker(w, "faults")
                 # one generator, two samplers: the mtbf block is drawn before the repair block
+                from .rng import BlockSampler
+
                 rnd = (BlockSampler(random_spec[w].mtbf, rng), BlockSampler(random_spec[w].repair, rng))
             self.workers.append(WorkerFaults(sched[w], rnd))
         for lst in self.slowdowns + self.links:

@@ -6,7 +6,7 @@ pydantic models (``extra="forbid"``; discriminated unions on ``dist``,
 naming the field. Every problem becomes a :class:`~asyncsim.errors.ScenarioError`
 reading ``<file>: <field.path>: <what is wrong>``.
 
-Core schema (see DESIGN.md)::
+Core schema (every field: docs/reference/scenario.md)::
 
     name: homogeneous-8
     seed: 1
@@ -335,11 +335,20 @@ class Scenario(_Model):
     def model_bytes(self) -> float:
         return self.model.bytes if self.model is not None else 0.0
 
+    def __repr__(self) -> str:
+        # short: the whole model is ``to_yaml()``; the generated repr ran to a page
+        stop = ", ".join(f"{k}={v:g}" for k, v in (("updates", self.stop.updates), ("time", self.stop.time))
+                         if v is not None)
+        net = self.network.topology if self.network is not None else None
+        return (f"Scenario(name={self.name!r}, workers={self.n_workers}, policy={self.policy.kind!r}, "
+                f"network={net!r}, stop=({stop}), seed={self.seed})")
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved scenario as plain JSON-able data (file paths' values inlined)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     def to_yaml(self) -> str:
+        """The resolved scenario as YAML text (``load_scenario`` reads it back to an equal scenario)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def with_overrides(self, overrides: dict[str, Any], *, source: str | None = None) -> "Scenario":
@@ -425,25 +434,30 @@ def _from_validation_error(exc: ValidationError, source: str | None) -> Scenario
             if not (e.get("type") == "too_short" and any(o[: len(loc)] == loc and o != loc for o in locs))] or errs
     # A typo'd key ("cuont") also makes the real key "missing": report the typo first.
     errs.sort(key=lambda e: e.get("type") != "extra_forbidden")
-    first = errs[0]
-    field = _field_path(tuple(first.get("loc", ())))
-    msg = first.get("msg", "invalid")
-    ctx_err = (first.get("ctx") or {}).get("error")
+    described = [_describe_error(e) for e in errs]
+    problems = [": ".join([p for p in (source, field) if p] + [msg]) for field, msg in described]
+    field, msg = described[0]
+    return ScenarioError(msg, file=source, field=field or None, problems=problems)
+
+
+def _describe_error(err: dict) -> tuple[str, str]:
+    """``(field path, what is wrong)`` of one pydantic error, in the scenario file's terms."""
+    field = _field_path(tuple(err.get("loc", ())))
+    msg = err.get("msg", "invalid")
+    ctx_err = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_err, _FieldError):
         field, msg = ctx_err.field, str(ctx_err)
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    if first.get("type") == "extra_forbidden":
+    if err.get("type") == "extra_forbidden":
         msg = "unknown key (not allowed here)"
-    elif first.get("type") == "union_tag_invalid":
-        tag = (first.get("ctx") or {}).get("tag")
-        expected = (first.get("ctx") or {}).get("expected_tags")
+    elif err.get("type") == "union_tag_invalid":
+        tag = (err.get("ctx") or {}).get("tag")
+        expected = (err.get("ctx") or {}).get("expected_tags")
         msg = f"unknown value {tag!r} (expected one of: {expected})"
-    elif first.get("type") == "union_tag_not_found":
-        msg = f"missing {(first.get('ctx') or {}).get('discriminator', 'tag')} key"
-    if len(errs) > 1:
-        msg += f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})"
-    return ScenarioError(msg, file=source, field=field or None)
+    elif err.get("type") == "union_tag_not_found":
+        msg = f"missing {(err.get('ctx') or {}).get('discriminator', 'tag')} key"
+    return field, msg
 
 
 def validate_scenario(data: Any, *, source: str | None = None, base_dir: str | Path | None = None) -> Scenario:

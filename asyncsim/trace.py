@@ -1,6 +1,6 @@
 """The staleness trace: one row per computed gradient, in columnar numpy arrays.
 
-Columns (see DESIGN.md):
+Columns (the Concepts page of the documentation explains them):
 
 ========== ======= ==========================================================
 step        int64  server update that applied the gradient (-1 if dropped by the
@@ -337,6 +337,7 @@ class Trace:
 
     # --------------------------------------------------------------------- io
     def metadata(self) -> dict[str, Any]:
+        """What a saved trace file carries besides its columns: format, scenario, seed, package version."""
         return {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+import asyncsim
 from asyncsim import Trace
 from asyncsim.cli import run
 
@@ -43,3 +45,44 @@ def test_bad_engine_and_flags_are_one_line_exit_2(tmp_path, capsys):
         assert run(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("asyncsim: error")
+
+
+# ---------------------------------------------------------------- --time / simulate(time=)
+_PLAIN = {"name": "plain-6", "seed": 3, "workers": [{"count": 6, "compute": {"dist": "exponential", "mean": 0.5}}],
+          "server": {"apply": {"dist": "constant", "value": 0.0}}, "policy": {"kind": "async"}}
+
+
+def _applied(trace):
+    ok = trace.step >= 0
+    return np.sort(trace.t_applied[ok])
+
+
+@pytest.mark.parametrize("source,engines", [(str(SCEN), ("simpy", "heap")), (_PLAIN, ("simpy", "heap", "vector"))])
+def test_time_limit_is_the_prefix_of_a_longer_run(source, engines):
+    # Independent truth: the same seed run for longer; a time limit T keeps exactly the updates it
+    # applied by T (common random numbers make the shorter run a prefix of the longer one).
+    for engine in engines:
+        long = asyncsim.simulate(source, updates=400, engine=engine)
+        t = _applied(long)
+        T = float(0.5 * (t[199] + t[200]))  # between two apply times: no tie at the boundary
+        short = asyncsim.simulate(source, time=T, engine=engine)
+        assert short.sim_time == pytest.approx(T, rel=1e-12)
+        assert short.n_updates == int(np.count_nonzero(np.unique(long.step[long.step >= 0]) < 200)) == 200
+        assert np.array_equal(_applied(short), t[t <= T])
+        # with both limits the run ends at whichever comes first
+        assert asyncsim.simulate(source, time=T, updates=50, engine=engine).n_updates == 50
+        assert asyncsim.simulate(source, time=T, updates=10_000, engine=engine).n_updates == 200
+
+
+def test_time_flag_json_matches_the_api(capsys):
+    T = 7.25
+    assert run(["simulate", str(SCEN), "--time", str(T), "--no-save", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    ref = asyncsim.simulate(str(SCEN), time=T)
+    assert d["sim_time"] == pytest.approx(T) and d["updates"] == ref.n_updates > 0
+    for bad in ("0", "-1", "nan", "inf"):
+        assert run(["simulate", str(SCEN), "--time", bad, "--no-save"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("asyncsim: error") and "--time" in err[0]
+    with pytest.raises(asyncsim.InputError):
+        asyncsim.simulate(str(SCEN), time=0)

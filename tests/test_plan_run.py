@@ -181,8 +181,8 @@ def test_ctrl_c_and_sigkill_then_resume_gives_one_row_per_point(exp_yaml, tmp_pa
     counts = "2,3,4,5,6,7,8,9"
     # Points must be slow enough that the signals land mid-run even on an idle machine: the SimPy
     # reference engine and 10^5 updates make each point take ~0.5-3 s.
-    args = ["plan", str(exp_yaml), "--vary", f"workers.0.count={counts}", "--updates", "100000", "--workers", "2",
-            "--engine", "simpy", "--out", str(out), "--json", "--no-report", "--criteria", "mean,trace"]
+    args = ["plan", str(exp_yaml), "--vary", f"workers.0.count={counts}", "--updates", "100000", "--jobs", "2",
+            "--engine", "simpy", "--out", str(out), "--json", "--no-report", "--criterion", "mean,trace"]
     n_tasks = 8 * 2
     # 1. Ctrl-C (SIGINT to the driver, as a terminal sends it): stops cleanly, points kept
     p = _start(args)
@@ -257,7 +257,7 @@ def test_report_has_every_section(exp_yaml, tmp_path, capsys):
     out = tmp_path / "rep"
     rc = run(["plan", str(exp_yaml), "--vary", "workers.0.count=2,3", "--policies", "async,backup",
               "--updates", "300", "--sharpness", "1", "--train", "quadratic", "--target", "1e-4",
-              "--workers", "1", "--out", str(out), "--json"])
+              "--jobs", "1", "--out", str(out), "--json"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     res = json.loads(captured.out)

@@ -54,7 +54,10 @@ def test_cli_validate_broken_is_one_line_exit_2(path, capsys):
     captured = capsys.readouterr()
     assert code == 2
     lines = [ln for ln in captured.err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("asyncsim: error:") and str(path) in lines[0]
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert len(lines) == len(info.value.problems)  # one line per problem
+    assert all(ln.startswith("asyncsim: error:") and str(path) in ln for ln in lines)
     assert "Traceback" not in captured.err
 
 

@@ -1,4 +1,8 @@
-"""Helpers shared by the command modules: one-line errors, JSON output, progress bars."""
+"""Helpers shared by the command modules: one-line errors, JSON output, tables, progress bars.
+
+Importing this module imports neither numpy nor rich: the consoles and tables
+are made when a command first prints (start-up time, docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,40 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, NoReturn
 
-import numpy as np
 import typer
-from rich.console import Console
 
 from ..errors import AsyncsimError
 
+
+class _LazyConsole:
+    """A ``rich.console.Console`` made on first use (importing rich is a fifth of a bare start-up)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self._console: Any = None
+
+    def get(self) -> Any:
+        """The console itself (made now if it was not yet)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._kwargs)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+
 #: Human output (tables) goes to stdout; progress and errors go to stderr.
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False)
+console: Any = _LazyConsole(highlight=False, soft_wrap=True)
+err_console: Any = _LazyConsole(stderr=True, highlight=False)
+
+
+def Table(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - stands in for the class
+    """A ``rich.table.Table`` (rich imported on first use)."""
+    from rich.table import Table as _Table
+
+    return _Table(*args, **kwargs)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -39,13 +68,14 @@ def user_errors() -> Iterator[None]:
 
 def jsonable(obj: Any) -> Any:
     """Convert numpy scalars/arrays and non-finite floats (-> null) for strict JSON."""
+    np = sys.modules.get("numpy")  # no numpy object can exist unless numpy was imported
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
+    if np is not None and isinstance(obj, np.ndarray):
         return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
+    if np is not None and isinstance(obj, np.generic):
         return jsonable(obj.item())
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
@@ -71,7 +101,7 @@ def progress(disable: bool = False):
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=err_console,
+        console=err_console.get(),
         transient=True,
         disable=disable or not err_console.is_terminal,
     )

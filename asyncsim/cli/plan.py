@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.table import Table
 
 from ..errors import InputError
 from ._app import app
-from ._common import console, print_json, progress, user_errors
+from ._common import Table, console, print_json, progress, user_errors
 
 
 def _build_plan(scenario: Optional[Path], plan_file: Optional[Path], cli: dict[str, Any]):
@@ -108,18 +107,19 @@ def _print_table(res, plan) -> None:
 def plan(
     scenario: Optional[Path] = typer.Argument(None, help="Scenario YAML file (or use --plan).", show_default=False),
     vary: Optional[list[str]] = typer.Option(
-        None, "--vary", "-v", help="KEY=V1,V2,...: a dotted scenario path and its values (repeatable; "
-        "the grid is their product)."),
+        None, "--vary", "-v", help="A dotted scenario path and its values, e.g. workers.0.count=4,8,16 "
+        "(repeatable; the grid is their product)."),
     policies: Optional[str] = typer.Option(
         None, "--policies", "-p", help="Comma list of async,sync,backup,k_async,ssp,round_robin,allreduce "
         "(the baseline is always added). Default: the scenario's policy and the baseline."),
     baseline: Optional[str] = typer.Option(
-        None, "--baseline", help="The S-SGD every speed-up is against: sync (through the parameter server) or "
+        None, "--baseline", metavar="POLICY", help="The S-SGD every speed-up is against: sync (through the parameter server) or "
         "allreduce (collectives). Default: allreduce when the scenario has a network, else sync."),
     plan_file: Optional[Path] = typer.Option(None, "--plan",
                                              help="A YAML plan file (scenario:, vary:, policies:, ...)."),
     updates: Optional[int] = typer.Option(None, "--updates", "-n", min=1, help="Simulate N updates per point."),
-    time_: Optional[float] = typer.Option(None, "--time", help="Simulate this many seconds per point instead."),
+    time_: Optional[float] = typer.Option(None, "--time", help="Simulate this many seconds per point "
+                                          "(with --updates, whichever comes first)."),
     seed: Optional[int] = typer.Option(None, "--seed", "-s", min=0, help="Seed shared by every point "
                                        "(default: the scenario's)."),
     base_lr: Optional[float] = typer.Option(None, "--base-lr", help="S-SGD learning rate η0 (sharpness a = 2/η0)."),
@@ -128,16 +128,16 @@ def plan(
                                                 "(default 0.5)."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd | momentum | shifted (default sgd)."),
     momentum: Optional[float] = typer.Option(None, "--momentum", help="Momentum m (default 0)."),
-    criteria: Optional[str] = typer.Option(None, "--criteria", help="Stability criteria to compute: a comma list "
+    criteria: Optional[str] = typer.Option(None, "--criterion", "-c", help="Stability criteria to compute: a comma list "
                                            "of mean, mean-square, trace (default all three)."),
     train: Optional[str] = typer.Option(None, "--train", help="DATASET or DATASET/MODEL to replay each trace on, "
                                         "e.g. quadratic, teacher/mlp:32, digits/linear."),
     target: Optional[float] = typer.Option(None, "--target", help="Training loss that counts as done."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Replay at most N updates (default all)."),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="local (default) | ray | serial."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="local (default) | ray | serial."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster: auto | host:port | "
                                               "ray://host:port (default: start a local Ray)."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Parallel processes "
+    workers: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Parallel processes "
                                           "(default: one per CPU)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: plan-<scenario name>)."),
     engine: Optional[str] = typer.Option(None, "--engine", help="Simulation engine (default auto)."),

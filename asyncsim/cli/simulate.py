@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
-from rich.table import Table
 
-from ..scenario import load_scenario
 from ._app import app
-from ._common import console, print_json, progress, user_errors
+from ._common import Table, console, print_json, progress, user_errors
 
 ENGINES = ("auto", "simpy", "heap", "vector", "fast")
 
@@ -23,17 +21,21 @@ def default_trace_path(name: str, seed: int) -> Path:
 
 
 def run_simulation(scenario_path: Path, updates: Optional[int], seed: Optional[int], engine: str,
-                   show_progress: bool):
+                   show_progress: bool, time: Optional[float] = None):
     """Load, simulate (with a progress bar) and return ``(scenario, trace)``."""
-    if engine not in ENGINES:
-        from ..errors import InputError
+    from ..errors import InputError
 
+    if engine not in ENGINES:
         raise InputError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    sc = load_scenario(scenario_path, seed=seed)
+    if time is not None and not (math.isfinite(time) and time > 0):
+        raise InputError(f"--time must be a finite number of seconds > 0, got {time}")
     from ..engine import simulate
+    from ..scenario import load_scenario
+
+    sc = load_scenario(scenario_path, seed=seed)
     with progress(disable=not show_progress) as bar:
         task = bar.add_task(f"simulating {sc.name}", total=1000)
-        trace = simulate(sc, updates=updates, engine=engine,
+        trace = simulate(sc, updates=updates, time=time, engine=engine,
                          progress=lambda f: bar.update(task, completed=int(1000 * f)))
     return sc, trace
 
@@ -44,7 +46,7 @@ def summary_table(title: str, s: dict) -> Table:
     t.add_column("value", justify="right")
 
     def f(v, fmt="{:.4g}"):
-        return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else fmt.format(v)
+        return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else fmt.format(v)
 
     rows = [
         ("updates", f(s["updates"], "{:,}")),
@@ -70,6 +72,8 @@ def summary_table(title: str, s: dict) -> Table:
 def simulate(
     scenario: Path = typer.Argument(..., help="Scenario YAML file.", show_default=False),
     updates: Optional[int] = typer.Option(None, "--updates", "-n", min=1, help="Stop after N updates (overrides stop)."),
+    time: Optional[float] = typer.Option(None, "--time", help="Stop at this simulated time, in seconds "
+                                         "(overrides stop; with --updates, whichever comes first)."),
     seed: Optional[int] = typer.Option(None, "--seed", "-s", min=0, help="Override the scenario's seed."),
     out: Optional[Path] = typer.Option(None, "--out", "-o",
                                        help="Trace file (.parquet, .npz, .csv). Default: <name>-seed<S>.parquet"),
@@ -80,7 +84,7 @@ def simulate(
 ) -> None:
     """Simulate a cluster and write its staleness trace."""
     with user_errors():
-        sc, trace = run_simulation(scenario, updates, seed, engine, show_progress=not json_out)
+        sc, trace = run_simulation(scenario, updates, seed, engine, show_progress=not json_out, time=time)
         path = None
         if not no_save:
             path = out or default_trace_path(sc.name, sc.seed)
@@ -101,11 +105,11 @@ def simulate(
         print_json(s)
         return
     console.print(summary_table(f"{sc.name} — {sc.n_workers} workers, policy {sc.policy.kind}, seed {sc.seed}", s))
-    pmf = np.asarray(s["staleness_pmf"])
-    if pmf.size > 1:
-        top = np.argsort(pmf)[::-1][:6]
+    pmf = list(s["staleness_pmf"])
+    if len(pmf) > 1:
+        top = sorted(range(len(pmf)), key=lambda k: -pmf[k])[:6]
         console.print("staleness pmf (most likely τ): "
-                      + ", ".join(f"τ={int(k)}: {pmf[k]:.3f}" for k in sorted(top)))
+                      + ", ".join(f"τ={k}: {pmf[k]:.3f}" for k in sorted(top)))
     if path:
         console.print(f"trace written to [bold]{path}[/]")
     if timeline:

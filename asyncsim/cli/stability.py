@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from ..errors import InputError
 from ._app import app
-from ._common import console, fail, print_json, user_errors
+from ._common import Table, console, fail, print_json, user_errors
 
 _CRITERIA = ("mean", "mean-square", "trace", "all")
 _NOTES = {
@@ -65,7 +64,7 @@ def stability(
     criterion: str = typer.Option("all", "--criterion", "-c",
                                   help="mean | mean-square | trace | all (trace needs a trace or scenario)."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | momentum | shifted"),
-    momentum: float = typer.Option(0.0, "--momentum", "-m", help="Momentum m (0 <= m < 1)."),
+    momentum: float = typer.Option(0.0, "--momentum", help="Momentum m (0 <= m < 1)."),
     base_lr: Optional[float] = typer.Option(None, "--base-lr",
                                             help="S-SGD learning rate η0 (taken at GD's edge, a = 2/η0)."),
     sharpness: Optional[float] = typer.Option(None, "--sharpness", help="Measured sharpness a = λmax(Hessian)."),

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from ..errors import InputError
 from ._app import app
-from ._common import console, print_json, progress, user_errors
+from ._common import Table, console, print_json, progress, user_errors
 
 
 def _fmt(v, fmt="{:.6g}") -> str:
@@ -59,7 +58,7 @@ def train(
     momentum: float = typer.Option(0.0, "--momentum", help="Momentum m (momentum/shifted)."),
     no_dampening: bool = typer.Option(False, "--no-dampening",
                                       help="PyTorch's momentum convention v = m v + g, x -= η v."),
-    steps: Optional[int] = typer.Option(None, "--steps", "-n", help="Updates to replay (default: the whole trace)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Updates to replay (default: the whole trace)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     seed: int = typer.Option(0, "--seed", "-s", help="Seed of initialisation and minibatches."),
     sharpness: Optional[float] = typer.Option(None, "--sharpness", help="λ_max of the quadratic."),
@@ -71,7 +70,7 @@ def train(
     divergence_factor: float = typer.Option(1e3, "--divergence-factor",
                                             help="Diverged when loss > this × initial loss."),
     log_every: Optional[int] = typer.Option(None, "--log-every", help="Log every N updates (default steps/1000)."),
-    engine: str = typer.Option("auto", "--engine", help="auto | sequential | batched"),
+    engine: str = typer.Option("auto", "--replay-engine", help="Training replay engine: auto | sequential | batched."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default ./out/train-<name>)."),
     fmt: str = typer.Option("csv", "--format", help="Metrics format: csv | parquet"),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -133,13 +132,14 @@ def sharpness_cmd(
     dim: Optional[int] = typer.Option(None, "--dim", help="Dimension of quadratic/teacher."),
     from_minimum: bool = typer.Option(False, "--from-minimum",
                                       help="Measure at a minimum reached by SGD without delay."),
-    steps: int = typer.Option(500, "--steps", help="Pre-training steps for --from-minimum."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Pre-training LR (default min(0.5, 1/a0))."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    steps: int = typer.Option(500, "--pretrain-steps", help="SGD steps without delay for --from-minimum."),
+    lr: Optional[float] = typer.Option(None, "--pretrain-lr",
+                                       help="Learning rate of those steps (default min(0.5, 1/a0))."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Minibatch size of one gradient."),
     method: str = typer.Option("lanczos", "--method", help="lanczos | power"),
     tol: float = typer.Option(1e-6, "--tol", help="Relative tolerance."),
     max_iter: int = typer.Option(100, "--max-iter", help="Cap on Hessian-vector products."),
-    seed: int = typer.Option(0, "--seed", "-s"),
+    seed: int = typer.Option(0, "--seed", "-s", help="Seed of the data, the start vector and pre-training."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
@@ -175,26 +175,29 @@ def sharpness_cmd(
 @app.command()
 def threshold(
     scenario: Optional[Path] = typer.Argument(None, help="Scenario YAML (or use --trace).", show_default=False),
-    trace: Optional[Path] = typer.Option(None, "--trace", help="A saved trace."),
-    dataset: str = typer.Option("quadratic", "--dataset", "-d"),
-    model: Optional[str] = typer.Option(None, "--model", "-m"),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="A saved trace (.parquet, .npz, .csv)."),
+    dataset: str = typer.Option("quadratic", "--dataset", "-d",
+                                help="quadratic | teacher | digits | a .pt/.npz file with X, y"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="linear | mlp[:H,...] | cnn[:C]"),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | momentum | shifted"),
-    momentum: float = typer.Option(0.0, "--momentum"),
-    no_dampening: bool = typer.Option(False, "--no-dampening"),
+    momentum: float = typer.Option(0.0, "--momentum", help="Momentum m (momentum/shifted)."),
+    no_dampening: bool = typer.Option(False, "--no-dampening",
+                                      help="PyTorch's momentum convention v = m v + g, x -= η v."),
     from_minimum: bool = typer.Option(False, "--from-minimum",
                                       help="Start from a minimum reached without delay (the paper's protocol)."),
-    steps: Optional[int] = typer.Option(None, "--steps", "-n", help="Updates replayed per trial."),
-    pretrain_steps: int = typer.Option(500, "--pretrain-steps"),
-    pretrain_lr: Optional[float] = typer.Option(None, "--pretrain-lr"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Updates replayed per trial."),
+    pretrain_steps: int = typer.Option(500, "--pretrain-steps", help="SGD steps without delay for --from-minimum."),
+    pretrain_lr: Optional[float] = typer.Option(None, "--pretrain-lr", help="Learning rate of those steps "
+                                                "(default min(0.5, 1/a0))."),
     sharpness: Optional[float] = typer.Option(None, "--sharpness", help="λ_max of the quadratic."),
-    dim: Optional[int] = typer.Option(None, "--dim"),
-    batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    dim: Optional[int] = typer.Option(None, "--dim", help="Dimension of quadratic/teacher."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Minibatch size per gradient."),
     rtol: float = typer.Option(0.01, "--rtol", help="Stop when lr_diverged/lr_stable - 1 <= rtol."),
     lrs_per_round: int = typer.Option(4, "--lrs-per-round", help="Learning rates replayed per batched pass."),
     divergence_factor: float = typer.Option(1e3, "--divergence-factor",
                                             help="Diverged when loss > this × initial loss."),
-    seed: int = typer.Option(0, "--seed", "-s"),
-    device: str = typer.Option("auto", "--device"),
+    seed: int = typer.Option(0, "--seed", "-s", help="Seed of initialisation and minibatches."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Largest non-diverging learning rate by bisection, next to the stability predictions α*/a."""

@@ -71,22 +71,29 @@ def simulate(
     seed: int | None = None,
     engine: str = "auto",
     progress: Callable[[float], None] | None = None,
+    *,
+    time: float | None = None,
 ) -> Trace:
     """Run a scenario and return its :class:`~asyncsim.trace.Trace`.
 
     ``scenario``: a :class:`Scenario`, a path, YAML text or a dict.
-    ``updates``: stop after this many updates (overrides ``stop``, including
-    ``stop.time``). ``seed``: overrides the scenario's seed. ``engine``: see
+    ``updates``: stop after this many updates; ``time``: stop at this
+    simulated time in seconds. Either one replaces the scenario's ``stop``
+    (both of its limits); given together, the run ends at whichever comes
+    first. ``seed``: overrides the scenario's seed. ``engine``: see
     the module docstring. ``progress``: called with the fraction done (at most
     about 200 times). The trace carries the resolved scenario (with the
     effective seed and stop) but not the engine: every engine gives the same
     bytes.
     """
     sc = load_scenario(scenario, seed=seed)
-    if updates is not None:
-        if int(updates) < 1:
-            raise InputError(f"updates must be >= 1, got {updates}")
-        sc = sc.model_copy(update={"stop": Stop(updates=int(updates))})
+    if updates is not None and int(updates) < 1:
+        raise InputError(f"updates must be >= 1, got {updates}")
+    if time is not None and not (float(time) > 0 and float(time) < float("inf")):
+        raise InputError(f"time must be a finite number of seconds > 0, got {time}")
+    if updates is not None or time is not None:
+        sc = sc.model_copy(update={"stop": Stop(updates=None if updates is None else int(updates),
+                                                time=None if time is None else float(time))})
     name = choose_engine(sc, engine)
     res = _attr(name, 1)(sc, updates=sc.stop.updates, until=sc.stop.time, progress=progress)
     cols, sim_time, n_updates = res[:3]

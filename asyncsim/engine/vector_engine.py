@@ -37,7 +37,6 @@ import math
 
 import numpy as np
 
-from ..network import build_network
 from ..rng import BLOCK, BlockSampler, Streams
 from ._model import async_columns
 
@@ -60,6 +59,8 @@ def _transfer_times(sc):
     if sc.network is None:
         z = np.zeros(n)
         return z, z, z, z
+    from ..network import build_network  # imports networkx: only for a scenario with a network
+
     net = build_network(sc)
     if not net.is_constant():
         return "network latencies are random"

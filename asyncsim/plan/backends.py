@@ -7,7 +7,7 @@ come, so the backends never touch the output folder — which is also what lets
 Ray run points on machines that cannot see it.
 
 * :class:`SerialBackend` — in this process, one after another (the benchmark's
-  baseline, and what ``--workers 1`` gives).
+  baseline, and what ``--jobs 1`` gives).
 * :class:`LocalBackend` — a ``concurrent.futures.ProcessPoolExecutor`` with one
   process per core by default. Workers are *spawned*, not forked: a forked copy
   of a process whose OpenMP/torch thread pools are running can deadlock.
@@ -108,7 +108,7 @@ class LocalBackend:
 
     def __init__(self, workers: int | None = None):
         if workers is not None and workers < 1:
-            raise InputError(f"--workers must be >= 1, got {workers}")
+            raise InputError(f"--jobs must be >= 1, got {workers}")
         self.workers = workers or default_workers()
 
     def map(self, fn, items, on_result) -> None:

@@ -208,7 +208,7 @@ class PlanSpec:
         crit = tuple(dict.fromkeys(crit))
         bad = [c for c in crit if c not in self.CRITERIA]
         if bad or not crit:
-            raise InputError(f"--criteria: use one or more of {', '.join(self.CRITERIA)}"
+            raise InputError(f"--criterion: use one or more of {', '.join(self.CRITERIA)}"
                              + (f", got {bad[0]!r}" if bad else ""))
         self.criteria = tuple(c for c in self.CRITERIA if c in crit)
         keys = [k for k, _ in self.vary]

@@ -15,6 +15,7 @@ from .backends import Backend, LocalBackend
 from .grid import GridPoint, PlanSpec, expand
 from .point import evaluate
 from .store import ResultStore, build_rows, write_table
+from .._repr import dataclass_repr
 
 __all__ = ["run_plan", "PlanResult", "resolve_sharpness"]
 
@@ -22,6 +23,8 @@ __all__ = ["run_plan", "PlanResult", "resolve_sharpness"]
 @dataclass
 class PlanResult:
     """What a plan run produced."""
+
+    __repr__ = dataclass_repr  # arrays by shape (asyncsim._repr)
 
     out_dir: Path
     rows: list[dict[str, Any]]
@@ -33,6 +36,7 @@ class PlanResult:
     wall_s: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary: the output folder, every row, counts of points computed and reused."""
         return {"out": str(self.out_dir), "rows": self.rows, "n_rows": len(self.rows),
                 "tasks": len({p.task.key for p in self.points}), "computed": self.computed,
                 "skipped": self.skipped, "sharpness": self.sharpness, "wall_s": self.wall_s,

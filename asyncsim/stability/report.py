@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import InputError
 from ..trace import Trace
 from .criteria import CRITERIA, DESCRIPTIONS, get_criterion, pmf_of
 from .families import pmf_mean
 from .lr_rules import lr_from_base, lr_from_sharpness, paper_rule
+from .._repr import dataclass_repr
 
 #: Criteria whose α* differ by more than this factor trigger a warning.
 DISAGREEMENT_FACTOR = 2.0
@@ -21,6 +22,8 @@ class StabilityReport:
     """Result of :func:`analyze`. ``alpha_star`` maps criterion → α*; ``conservative`` names the
     criterion with the smallest α*; ``lr`` (when a base LR or sharpness was given) maps criterion →
     recommended learning rate, plus ``paper_rule``; ``warnings`` are sentences for people."""
+
+    __repr__ = dataclass_repr  # arrays by shape (asyncsim._repr)
 
     alpha_star: dict[str, float]
     conservative: str
@@ -75,7 +78,8 @@ def disagreement_warnings(alpha_star: dict[str, float], factor: float = DISAGREE
             f"Use the conservative value ({lo})."]
 
 
-def analyze(source, criteria=CRITERIA, optimizer: str = "sgd", momentum: float = 0.0,
+def analyze(source: Trace | Sequence[float], criteria: str | Sequence[str] = CRITERIA, optimizer: str = "sgd",
+            momentum: float = 0.0,
             base_lr: float | None = None, sharpness: float | None = None) -> StabilityReport:
     """α* of ``source`` (pmf array or :class:`~asyncsim.Trace`) under each criterion.
 

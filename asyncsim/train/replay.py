@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from ..errors import InputError, TraceError
 from .optim import OptimizerSpec, apply_step, check_lr, init_state
 from .problem import Problem, make_problem
 from .result import TrainResult
+
+if TYPE_CHECKING:
+    from ..trace import Trace
 
 
 class VersionStore:
@@ -363,12 +366,13 @@ def choose_engine(plan: Plan, problem: Problem, runs: int = 1) -> str:
     return "batched" if mean_wave_size(plan) >= 1.4 else "sequential"
 
 
-def replay(trace, *, dataset: Any = "quadratic", model: str | None = None,
+def replay(trace: Trace, *, dataset: Any = "quadratic", model: str | None = None,
            optimizer: str | Callable = "sgd", lr: float, momentum: float = 0.0,
-           dampening: bool = True, steps: int | None = None, device="auto", seed: int = 0,
+           dampening: bool = True, steps: int | None = None, device: str = "auto", seed: int = 0,
            batch_size: int = 32, sharpness: float | None = None, dim: int | None = None,
-           dtype=None, log_every: int = 1, divergence_factor: float = 1e3, engine: str = "auto",
-           staleness_aware: bool = False, dc_lambda: float = 0.0, progress=False, init=None,
+           dtype: Any = None, log_every: int = 1, divergence_factor: float = 1e3, engine: str = "auto",
+           staleness_aware: bool = False, dc_lambda: float = 0.0,
+           progress: bool | Callable[[int, int], None] = False, init: Any = None,
            data_seed: int = 0, eval_size: int = 1024) -> TrainResult:
     """Replay ``trace`` on a dataset/model with one optimizer and learning rate.
 

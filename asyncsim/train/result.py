@@ -11,6 +11,7 @@ import numpy as np
 
 from .._io import atomic_path
 from ..plots import save_figure
+from .._repr import dataclass_repr
 
 
 def _num(x) -> float | None:
@@ -30,6 +31,8 @@ class TrainResult:
     A diverged run stops at the first logged step whose loss is non-finite or above
     ``divergence_factor`` × the initial loss; ``diverged_step`` is that k.
     """
+
+    __repr__ = dataclass_repr  # arrays by shape (asyncsim._repr)
 
     diverged: bool
     diverged_step: int | None
@@ -84,6 +87,7 @@ class TrainResult:
         return d
 
     def metrics_table(self) -> dict[str, np.ndarray]:
+        """The logged curve as columns ``step``, ``sim_time``, ``loss`` (what ``save_metrics`` writes)."""
         return {"step": np.asarray(self.log_step, dtype=np.int64),
                 "sim_time": np.asarray(self.sim_time, dtype=np.float64),
                 "loss": np.asarray(self.loss, dtype=np.float64)}

@@ -18,11 +18,14 @@ import numpy as np
 
 from ..errors import InputError
 from .problem import Problem, make_problem
+from .._repr import dataclass_repr
 
 
 @dataclass
 class SharpnessResult:
     """λ_max estimate, the number of Hessian-vector products used, and whether ``tol`` was met."""
+
+    __repr__ = dataclass_repr  # arrays by shape (asyncsim._repr)
 
     value: float
     method: str

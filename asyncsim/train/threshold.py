@@ -18,6 +18,7 @@ from ..errors import InputError
 from .problem import Problem, make_problem
 from .replay import replay_many
 from .sharpness import sharpness_info
+from .._repr import dataclass_repr
 
 
 @dataclass
@@ -28,6 +29,8 @@ class ThresholdResult:
     ``evaluations``: every (lr, diverged, diverged_step) replayed. ``predictions``: criterion →
     {alpha_star, lr} from :mod:`asyncsim.stability` (empty with ``predictions_error`` set when
     that module is unavailable)."""
+
+    __repr__ = dataclass_repr  # arrays by shape (asyncsim._repr)
 
     lr_stable: float | None
     lr_diverged: float | None

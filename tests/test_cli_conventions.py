@@ -149,7 +149,10 @@ def test_shell_completion(words, cword, expect):
 
 
 def test_completion_script_for_bash():
-    proc = subprocess.run(CLI + ["--show-completion", "bash"], env=_env(), capture_output=True, text=True,
+    # (with shell detection on, typer reads the shell from the parent processes, which a
+    # detached test run may not have: name it explicitly)
+    env = {**_env(), "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    proc = subprocess.run(CLI + ["--show-completion", "bash"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0 and "_ASYNCSIM_COMPLETE=complete_bash" in proc.stdout
 

@@ -290,3 +290,19 @@ def test_report_has_every_section(exp_yaml, tmp_path, capsys):
     for name in ("loss", "vs-parameter", "pareto"):
         assert f"figures/{name}.png" in md and (out / "figures" / f"{name}.png").stat().st_size > 5000
     assert md.count("\n| ") >= 7  # header + 6 rows
+
+
+def test_plan_warns_about_a_varied_key_that_does_nothing(tmp_path):
+    """A bandwidth varied on a scenario without a model: transfers take no time, every row is
+    the same; a bandwidth with a model changes the rates and is not flagged."""
+    base = {"name": "w", "seed": 1, "workers": [{"count": 3, "compute": {"dist": "exponential", "mean": 0.1}}],
+            "network": {"topology": "star", "bandwidth_gbps": 1}}
+    plan = PlanSpec(load_scenario(base), vary=[("network.bandwidth_gbps", [1, 10])], policies=["async"],
+                    updates=200, criteria="mean", baseline="sync")
+    res = run_plan(plan, tmp_path / "a", SerialBackend(), report=False)
+    assert len(res.warnings) == 1 and "network.bandwidth_gbps" in res.warnings[0]
+    assert json.loads((tmp_path / "a" / "plan.json").read_text())["warnings"] == res.warnings
+    with_model = {**base, "model": {"parameters": 5_000_000}}
+    plan = PlanSpec(load_scenario(with_model), vary=[("network.bandwidth_gbps", [1, 10])], policies=["async"],
+                    updates=200, criteria="mean", baseline="sync")
+    assert run_plan(plan, tmp_path / "b", SerialBackend(), report=False).warnings == []

@@ -124,3 +124,17 @@ def test_backends_report_each_result_once_and_propagate_point_errors(make):
     with pytest.raises(InputError, match="bad point -1"):
         be.map(_square_or_fail, [0, 1, -1, 2], lambda item, res: got.append(item))
     assert -1 not in got and len(got) == len(set(got))
+
+
+def test_inert_keys_flag_a_varied_key_that_changes_nothing():
+    from asyncsim.plan.store import inert_keys
+
+    def row(bw, n, pol, rate):
+        return {"network.bandwidth_gbps": bw, "workers.0.count": n, "policy": pol, "update_rate": rate,
+                "gradient_rate": rate, "staleness_mean": 1.0}
+
+    rows = [row(bw, n, pol, n * (2 if pol == "async" else 1)) for bw in (1, 10) for n in (2, 4)
+            for pol in ("async", "sync")]
+    assert inert_keys(rows, ["network.bandwidth_gbps", "workers.0.count"]) == ["network.bandwidth_gbps"]
+    rows[0]["update_rate"] = 99.0   # one row differs: the key did something
+    assert inert_keys(rows, ["network.bandwidth_gbps", "workers.0.count"]) == []

@@ -27,7 +27,7 @@ from ..errors import AsyncsimError
 from ._app import app
 
 #: Command modules, imported (and so registered) in this order for ``--help``.
-COMMAND_MODULES = ("simulate", "scenario_cmds", "stability", "train", "plan")
+COMMAND_MODULES = ("simulate", "scenario_cmds", "stability", "train", "plan", "fit")
 
 _command: Any = None
 

@@ -94,6 +94,8 @@ def _print_table(res, plan) -> None:
 
         out = Console(highlight=False, width=200)
     out.print(t)
+    for w in res.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
     n_warn = sum(1 for r in rows if r.get("warnings"))
     if n_warn:
         console.print(f"{n_warn} rows where the stability criteria disagree (see the report); "

@@ -338,6 +338,7 @@ def write_report(out_dir: str | Path, rows: list[dict[str, Any]], curves: dict[s
 
     cols = _table_columns(rows, vary_keys)
     warns = _warnings(rows, vary_keys)
+    plan_warns = list(meta.get("warnings") or [])  # plan-level: e.g. a varied key that changed nothing
     crits = list(meta.get("criteria") or ["mean", "mean-square", "trace"])
     title = f"asyncsim plan: {meta.get('scenario_name', 'scenario')}"
     grid_desc = (", ".join(f"<code>{html.escape(k)}</code> ∈ {{{', '.join(_fmt(v) for v in vals)}}}"
@@ -349,7 +350,8 @@ def write_report(out_dir: str | Path, rows: list[dict[str, Any]], curves: dict[s
              + (f"Learning rate: {meta.get('lr_fraction')} × α*/a with a = {_fmt(meta.get('sharpness'))}. "
                 if has_lr else "No --base-lr or --sharpness: α* only, no learning rate. ")
              + (f"Training: <code>{html.escape(str(meta.get('train')))}</code> to loss {target:g}." if has_train
-                else "") + "</p>")
+                else "") + "</p>"
+             + "".join(f"<p class='warn'>Warning: {html.escape(w)}.</p>" for w in plan_warns))
 
     def img(name, alt):
         png = figs.get(name)
@@ -416,6 +418,7 @@ def write_report(out_dir: str | Path, rows: list[dict[str, Any]], curves: dict[s
         md += [""]
     md += ["", f"## {SECTIONS['table']}", "", _md_table(rows, cols), ""]
     md += [f"## {SECTIONS['warnings']}", ""]
+    md += [f"- **{w}**" for w in plan_warns]
     md += ([f"- {w} (rows: {'; '.join(where)})" for w, where in warns] if warns else
            [f"No warnings: the criteria computed ({', '.join(crits)}) agree at every row."])
     md_path = out / "report.md"

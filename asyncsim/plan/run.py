@@ -14,7 +14,7 @@ from ..errors import InputError
 from .backends import Backend, LocalBackend
 from .grid import GridPoint, PlanSpec, expand
 from .point import evaluate
-from .store import ResultStore, build_rows, write_table
+from .store import ResultStore, build_rows, inert_keys, write_table
 from .._repr import dataclass_repr
 
 __all__ = ["run_plan", "PlanResult", "resolve_sharpness"]
@@ -34,12 +34,15 @@ class PlanResult:
     sharpness: float | None
     paths: dict[str, Path] = field(default_factory=dict)
     wall_s: float = float("nan")
+    #: plan-level warnings (e.g. a varied key that changed nothing)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary: the output folder, every row, counts of points computed and reused."""
         return {"out": str(self.out_dir), "rows": self.rows, "n_rows": len(self.rows),
                 "tasks": len({p.task.key for p in self.points}), "computed": self.computed,
                 "skipped": self.skipped, "sharpness": self.sharpness, "wall_s": self.wall_s,
+                "warnings": list(self.warnings),
                 **{k: str(v) for k, v in self.paths.items()}}
 
 
@@ -107,6 +110,8 @@ def run_plan(plan: PlanSpec, out_dir: str | Path, backend: Backend | None = None
 
     rows = build_rows(points, records, baseline=plan.baseline)
     meta = _meta(plan, a, len(rows))
+    meta["warnings"] = [f"varying {k} changed nothing: every row is identical across its values "
+                        f"({', '.join(map(str, dict(plan.vary)[k]))})" for k in inert_keys(rows, plan.vary_keys)]
     paths = {"results": write_table(rows, plan.vary_keys, out / "results.parquet", metadata=meta)}
     atomic_write_text(out / "plan.json", json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     paths["plan"] = out / "plan.json"
@@ -117,7 +122,7 @@ def run_plan(plan: PlanSpec, out_dir: str | Path, backend: Backend | None = None
         rp = write_report(out, rows, curves, vary_keys=plan.vary_keys, meta=meta)
         paths["report_html"], paths["report_md"] = rp["html"], rp["md"]
     return PlanResult(out, rows, points, computed=len(todo), skipped=skipped, sharpness=a, paths=paths,
-                      wall_s=time.perf_counter() - t0)
+                      wall_s=time.perf_counter() - t0, warnings=meta["warnings"])
 
 
 def _meta(plan: PlanSpec, a: float | None, n_rows: int) -> dict[str, Any]:

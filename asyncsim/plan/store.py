@@ -177,6 +177,29 @@ def build_rows(points: list[GridPoint], records: dict[str, dict[str, Any]],
     return rows
 
 
+#: the metrics compared by :func:`inert_keys`
+_EFFECT_METRICS = ("update_rate", "gradient_rate", "staleness_mean", "staleness_max", "dropped", "utilisation",
+                   "alpha_star", "time_to_target", "final_loss")
+
+
+def inert_keys(rows: list[dict[str, Any]], vary_keys: list[str]) -> list[str]:
+    """The varied keys (with more than one value) that changed no metric of any row:
+    for every policy and every combination of the other keys' values, all of the key's
+    values give identical metrics. (Such a key usually names something the model does
+    not use here, e.g. a bandwidth without a model size.)"""
+    out = []
+    for k in vary_keys:
+        if len({repr(r.get(k)) for r in rows}) < 2:
+            continue
+        groups: dict[tuple, set] = {}
+        for r in rows:
+            ctx = (r["policy"],) + tuple(repr(r.get(o)) for o in vary_keys if o != k)
+            groups.setdefault(ctx, set()).add(tuple(repr(r.get(m)) for m in _EFFECT_METRICS))
+        if all(len(v) == 1 for v in groups.values()):
+            out.append(k)
+    return out
+
+
 def column_order(rows: list[dict[str, Any]], vary_keys: list[str]) -> list[str]:
     """Varied keys, then the metric columns present, then anything else."""
     present = set().union(*(r.keys() for r in rows)) if rows else set()

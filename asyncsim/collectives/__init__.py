@@ -51,8 +51,15 @@ class Collectives:
         self._cache: dict = {}
         self._by_size: dict[float, float] = {}
         if network is not None:
+            import math
+
             self.capacity = [bw * 1e9 for bw in network.capacity_gbps]
-            self.latency = [d.mean for _, _, _, d in network.edges for _ in (0, 1)]
+            self.latency = [float(d.mean) for _, _, _, d in network.edges for _ in (0, 1)]
+            if not all(math.isfinite(x) and x >= 0 for x in self.latency):
+                from ..errors import ScenarioError
+
+                raise ScenarioError("a link latency has no finite mean, which the allreduce policy's "
+                                    "collectives need (they pay each hop's mean latency)", field="network.latency")
 
     def allreduce_time(self, nbytes: float) -> float:
         """Seconds for one all-reduce of ``nbytes`` bytes (cached per size)."""

@@ -72,7 +72,7 @@ def test_train_human_output(capsys, traces, tmp_path):
     ["train", "--trace", "{async}", "--lr", "-0.1"],
     ["train", "--trace", "{async}", "--lr", "0.1", "--dataset", "imagenet"],
     ["train", "--trace", "{async}", "--lr", "0.1", "--dataset", "digits", "--model", "resnet"],
-    ["train", "--trace", "{async}", "--lr", "0.1", "--optimizer", "adam"],
+    ["train", "--trace", "{async}", "--lr", "0.1", "--optimizer", "lamb"],
     ["train", "--trace", "{async}", "--lr", "0.1", "--steps", "100000"],
     ["train", "--lr", "0.1"],
     ["sharpness", "--dataset", "digits", "--model", "mlp:x"],

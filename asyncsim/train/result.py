@@ -155,13 +155,15 @@ def plot_results(results, path: str | Path, labels=None, title: str | None = Non
     for i, r in enumerate(results):
         lab = labels[i] if labels else (f"lr={r.lr:g}" if len(results) > 1 else None)
         loss = np.asarray(r.loss, dtype=float)
-        pos = np.isfinite(loss) & (loss > 0)
+        with np.errstate(invalid="ignore"):
+            pos = np.isfinite(loss) & (loss > 0) & (loss < 1e300)  # log axes overflow beyond
         ax1.plot(np.asarray(r.log_step)[pos], loss[pos], label=lab)
         line = ax2.plot(np.asarray(r.sim_time)[pos], loss[pos], label=lab)[0]
         vl = r.val_curves.get("val_loss") if r.val_curves else None
         if vl is not None and len(vl) == len(loss):
             vl = np.asarray(vl, dtype=float)
-            vp = np.isfinite(vl) & (vl > 0)
+            with np.errstate(invalid="ignore"):
+                vp = np.isfinite(vl) & (vl > 0) & (vl < 1e300)
             vlab = "validation" if len(results) == 1 else None
             ax1.plot(np.asarray(r.log_step)[vp], vl[vp], ls="--", color=line.get_color(), label=vlab)
             ax2.plot(np.asarray(r.sim_time)[vp], vl[vp], ls="--", color=line.get_color(), label=vlab)

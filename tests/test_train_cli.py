@@ -77,6 +77,17 @@ def test_train_human_output(capsys, traces, tmp_path):
     ["train", "--lr", "0.1"],
     ["sharpness", "--dataset", "digits", "--model", "mlp:x"],
     ["threshold", "--trace", "/nonexistent.npz"],
+    ["train", "--trace", "{async}", "--lr", "0.1", "--sharpness", "1e308"],
+    ["threshold", "--trace", "{async}", "--sharpness", "2", "--lrs-per-round", "0"],
+    ["threshold", "--trace", "{async}", "--dataset", "digits", "--model", "mlp:4", "--from-minimum",
+     "--pretrain-lr", "nan"],
+    ["train", "--trace", "{async}", "--lr", "0.1", "--optimizer", "momentum", "--momentum", "0.5",
+     "--momentum-init", "first"],
+    ["train", "--trace", "{async}", "--lr", "0.1", "--schedule", "linear"],
+    ["train", "--trace", "{async}", "--lr", "0.1", "--optimizer", "adam", "--betas", "0.9"],
+    ["train", "--trace", "{async}", "--lr", "0.1", "--weight-decay", "-1"],
+    ["train", "--trace", "{async}", "--lr", "0.1", "--clip-grad-norm", "0"],
+    ["train", "--trace", "{async}", "--lr", "0.1", "--unstable-factor", "0.5"],
 ])
 def test_bad_input_is_one_line_exit_2(capsys, traces, argv):
     argv = [a.replace("{async}", str(traces["async"])) for a in argv]
@@ -113,3 +124,30 @@ def test_train_from_scenario_file(capsys, tmp_path):
                              "--lr", "0.05", "--out", str(tmp_path / "o"), "--json"])
     assert d["steps"] == 150 and d["trace"] == "tiny" and d["diverged"] is False
     assert d["sim_time"] > 0
+
+
+def test_train_optimizer_flags_match_the_api(capsys, traces, tmp_path):
+    from asyncsim.trace import Trace
+    from asyncsim.train import replay
+
+    argv = ["train", "--trace", str(traces["async"]), "--dataset", "teacher", "--model", "mlp:8",
+            "--optimizer", "adamw", "--weight-decay", "0.05", "--schedule", "warmup:20+cosine",
+            "--clip-grad-norm", "1", "--betas", "0.8,0.99", "--lr", "0.01", "--full-batch", "--steps", "100",
+            "--device", "cpu", "--out", str(tmp_path / "o"), "--json", "--log-every", "25"]
+    d, _ = run_json(capsys, argv)
+    r = replay(Trace.load(traces["async"]), dataset="teacher", model="mlp:8", optimizer="adamw",
+               weight_decay=0.05, schedule="warmup:20+cosine", clip_grad_norm=1.0, betas=(0.8, 0.99), lr=0.01,
+               batch_size=None, steps=100, device="cpu", log_every=25)
+    assert d["final_loss"] == pytest.approx(r.final_loss, rel=1e-12)
+    assert d["verdict"] == r.verdict == "converged" and d["optimizer"] == "adamw"
+
+
+def test_train_large_lr_mlp_is_not_reported_fine(capsys, traces, tmp_path):
+    # the run: --lr 5 on the MLP. Whatever the trajectory, the verdict names it.
+    d, _ = run_json(capsys, ["train", "--trace", str(traces["async"]), "--dataset", "digits", "--model", "mlp:16",
+                             "--lr", "5", "--steps", "300", "--device", "cpu", "--out", str(tmp_path / "o"),
+                             "--json"])
+    assert d["verdict"] in ("unstable", "diverged")
+    rows = (tmp_path / "o" / "metrics.csv").read_text().splitlines()[1:]
+    losses = [float(r.split(",")[2]) for r in rows]
+    assert max(losses) > 2 * losses[0] or losses[-1] > losses[0] or d["diverged"]

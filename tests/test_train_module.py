@@ -158,6 +158,14 @@ def _replay_kwargs(case):
     return kw
 
 
+def _naive_case(trace_name, case, X, y):
+    tr = TRACES[trace_name]()
+    model = net()
+    want = naive_replay(tr, model, X, y, case["opt"], case["lr"], case.get("m", 0.0), case.get("wd", 0.0),
+                        case.get("init", "zero"))
+    return tr, model, want
+
+
 def rel(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
@@ -166,10 +174,7 @@ def rel(a, b):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 def test_module_replay_matches_naive_replay(data, trace_name, case):
     X, y = data
-    tr = TRACES[trace_name]()
-    model = net()
-    want = naive_replay(tr, model, X, y, case["opt"], case["lr"], case.get("m", 0.0), case.get("wd", 0.0),
-                        case.get("init", "zero"))
+    tr, model, want = _naive_case(trace_name, case, X, y)
     p_before = list(model.parameters())
     r = replay(tr, model=model, loss=F.cross_entropy, dataset=(X, y), batch_size=None, device="cpu",
                log_every=25, engine="sequential", **_replay_kwargs(case))
@@ -189,10 +194,7 @@ def test_module_replay_matches_naive_replay(data, trace_name, case):
                          ids=["sgd-wd", "momentum-gradient-init", "shifted-wd", "adamw"])
 def test_module_batched_engine_matches_naive_replay(data, trace_name, case):
     X, y = data
-    tr = TRACES[trace_name]()
-    model = net()
-    want = naive_replay(tr, model, X, y, case["opt"], case["lr"], case.get("m", 0.0), case.get("wd", 0.0),
-                        case.get("init", "zero"))
+    tr, model, want = _naive_case(trace_name, case, X, y)
     r = replay(tr, model=model, loss=F.cross_entropy, dataset=(X, y), batch_size=None, device="cpu",
                log_every=25, engine="batched", **_replay_kwargs(case))
     assert r.engine == "batched"

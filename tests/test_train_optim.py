@@ -177,6 +177,9 @@ def test_verdict_rule():
     assert verdict([2.30, 1.2, 0.4], False) == "converged"
     assert verdict([2.30, 4.5, 0.4], False) == "converged"  # below 2x the start: a bump, not instability
     assert verdict([2.30, 2.2, 2.4], False) == "unstable"   # ended above where it started
+    assert verdict([2.30, 0.1, 50.0, 0.5], False) == "unstable"  # a spike wiped out the progress
+    assert verdict([2.30, 0.1, 50.0, 0.05], False) == "converged"  # ... and here it recovered
+    assert verdict([0.5, 2.43, 1e-27], False) == "converged"  # a transient near the edge, then decay
     assert verdict([2.30, 1e9], True) == "diverged"
     assert verdict([0.0, 0.0], False) == "converged"
 

@@ -8,11 +8,12 @@ recorded, next to the simulated time at which update k was applied (``t_applied`
 
 * ``diverged``: some ℓ_k is non-finite or above ``divergence_factor`` × ℓ_0 (1e3 by default);
   that run's replay stops at k.
-* ``unstable``: not diverged, but some ℓ_k rose above ``unstable_factor`` × ℓ_0 (2 by default)
-  or the final loss is above the initial one — a loss that went 2.30 → 45 → 5.78 is unstable,
-  not fine.
-* ``converged``: otherwise: the loss never went above ``unstable_factor`` × its start and ended
-  no higher than it started.
+* ``unstable``: not diverged, but the final loss is above the initial one (a loss that went
+  2.30 → 45 → 5.78 is unstable, not fine), or a spike — some ℓ_k above ``unstable_factor`` ×
+  ℓ_0 (2 by default) — left the run worse than it was before the spike (final loss above the
+  lowest loss logged before the last spike).
+* ``converged``: otherwise: the loss ended below its start and recovered from any spike (a
+  transient rise near the stability edge that then decays is not instability).
 
 Losses are assumed non-negative (cross-entropy, squared error, the quadratic).
 
@@ -74,10 +75,13 @@ def verdict(loss, diverged: bool, unstable_factor: float = 2.0) -> str:
     loss = np.asarray(loss, dtype=np.float64)
     if len(loss) == 0:
         return "converged"
-    l0 = loss[0]
+    l0, final = loss[0], loss[-1]
     with np.errstate(invalid="ignore", over="ignore"):
-        if np.any(loss > unstable_factor * l0) or loss[-1] > l0:
+        if not final <= l0:
             return "unstable"
+        spikes = np.flatnonzero(loss > unstable_factor * l0)
+    if len(spikes) and final > loss[: spikes[-1]].min():
+        return "unstable"
     return "converged"
 
 

@@ -28,14 +28,12 @@ Parameters with ``requires_grad=False`` are constants (not trained, not counted)
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from ..errors import InputError
 from .data import minibatch_indices
 from .device import resolve_device, resolve_dtype
-from .problem import Problem
+from .problem import DataProblem
 
 _RNG_SALT = np.uint64(0xD50F)
 
@@ -95,7 +93,7 @@ def _default_loss(y):
     return F.mse_loss
 
 
-class ModuleProblem(Problem):
+class ModuleProblem(DataProblem):
     """A user's ``nn.Module`` + loss + data (module docstring). Cost per gradient row: one
     forward and backward pass of the module over the row's batch."""
 
@@ -179,10 +177,6 @@ class ModuleProblem(Problem):
     def init_params(self, seed: int):
         """The module's parameters as it was handed over (the seed draws minibatches and dropout)."""
         return self._x0.clone()
-
-    def log_cost(self) -> float:
-        n = len(self.Xe) + (0 if self.Xv is None else len(self.Xv))
-        return n / (3.0 * self.batch_size)
 
     # ------------------------------------------------------------------ rows
     def batch_indices(self, seed, step, worker, occurrence):
@@ -318,18 +312,6 @@ class ModuleProblem(Problem):
         finally:
             self.module.train(was)
         return torch.stack(losses).to(self.dtype), (torch.stack(accs) if accs else None)
-
-    def loss(self, X):
-        return self._eval(X, self.Xe, self.ye)[0]
-
-    def val_metrics(self, X) -> dict[str, Any]:
-        if self.Xv is None:
-            return {}
-        loss, acc = self._eval(X, self.Xv, self.yv)
-        out = {"val_loss": loss}
-        if acc is not None:
-            out["val_accuracy"] = acc
-        return out
 
     def hvp_at(self, x):
         import torch

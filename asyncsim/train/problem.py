@@ -136,7 +136,29 @@ class QuadraticProblem(Problem):
         return (lambda v: lam * v), float(0.5 * (x * x * lam).sum())
 
 
-class ModelProblem(Problem):
+class DataProblem(Problem):
+    """A problem with data: an evaluation subset (``Xe``, ``ye``), optional validation data
+    (``Xv``, ``yv``) and ``_eval(X, Xd, yd) -> (loss (L,), accuracy (L,) or None)``."""
+
+    def loss(self, X):
+        return self._eval(X, self.Xe, self.ye)[0]
+
+    def val_metrics(self, X) -> dict[str, Any]:
+        if self.Xv is None:
+            return {}
+        loss, acc = self._eval(X, self.Xv, self.yv)
+        out = {"val_loss": loss}
+        if acc is not None:
+            out["val_accuracy"] = acc
+        return out
+
+    def log_cost(self) -> float:
+        """One forward pass per evaluated example, against ~3 per example of a gradient row."""
+        n = len(self.Xe) + (0 if self.Xv is None else len(self.Xv))
+        return n / (3.0 * self.batch_size)
+
+
+class ModelProblem(DataProblem):
     """A functional model on a dataset with minibatches drawn by (seed, step, worker)."""
 
     kind = "model"
@@ -216,10 +238,6 @@ class ModelProblem(Problem):
         return ((out - y) ** 2).mean(-1)
 
     # ---------------------------------------------------------------- gradients
-    def log_cost(self) -> float:
-        n = len(self.Xe) + (0 if self.Xv is None else len(self.Xv))
-        return n / (3.0 * self.batch_size)
-
     def grad_one(self, x, idx, seed=None):
         import torch
 
@@ -261,18 +279,6 @@ class ModelProblem(Problem):
             if self.classification:
                 acc = (out.argmax(-1) == yd).to(X.dtype).mean(1)
         return loss, acc
-
-    def loss(self, X):
-        return self._eval(X, self.Xe, self.ye)[0]
-
-    def val_metrics(self, X):
-        if self.Xv is None:
-            return {}
-        loss, acc = self._eval(X, self.Xv, self.yv)
-        out = {"val_loss": loss}
-        if acc is not None:
-            out["val_accuracy"] = acc
-        return out
 
     def accuracy(self, X):
         """Training accuracy (L,) on the evaluation subset (classification only)."""

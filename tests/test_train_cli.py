@@ -151,3 +151,64 @@ def test_train_large_lr_mlp_is_not_reported_fine(capsys, traces, tmp_path):
     rows = (tmp_path / "o" / "metrics.csv").read_text().splitlines()[1:]
     losses = [float(r.split(",")[2]) for r in rows]
     assert max(losses) > 2 * losses[0] or losses[-1] > losses[0] or d["diverged"]
+
+
+NET_PY = """
+import torch
+from torch import nn
+
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+
+
+def smooth_ce(out, y):
+    return nn.functional.cross_entropy(out, y, label_smoothing=0.1)
+
+
+not_a_module = 3
+"""
+
+
+def test_train_a_user_module_from_a_file(capsys, traces, tmp_path):
+    import importlib.util
+
+    import torch
+
+    from asyncsim.trace import Trace
+    from asyncsim.train import replay, sharpness
+
+    f = tmp_path / "net.py"
+    f.write_text(NET_PY)
+    spec = f"{f}:build"
+    d, _ = run_json(capsys, ["train", "--trace", str(traces["async"]), "--dataset", "digits", "--model", spec,
+                             "--loss", f"{f}:smooth_ce", "--lr", "0.1", "--steps", "100", "--device", "cpu",
+                             "--out", str(tmp_path / "o"), "--json", "--log-every", "20"])
+    mod_spec = importlib.util.spec_from_file_location("net_for_test", f)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    net = mod.build()
+    r = replay(Trace.load(traces["async"]), dataset="digits", model=net, loss=mod.smooth_ce, lr=0.1, steps=100,
+               device="cpu", log_every=20)
+    assert d["model"] == "Sequential" and d["dataset"] == "digits"
+    assert d["final_loss"] == pytest.approx(r.final_loss, rel=1e-12) and d["final_loss"] < d["initial_loss"]
+    assert d["val_accuracy"] == pytest.approx(r.val_accuracy, rel=1e-12)
+    d, _ = run_json(capsys, ["sharpness", "--dataset", "digits", "--model", spec, "--loss", "cross_entropy",
+                             "--device", "cpu", "--json"])
+    want = sharpness("digits", model=mod.build().double(), loss=torch.nn.functional.cross_entropy, device="cpu")
+    assert d["sharpness"] == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("model,loss", [("{dir}/missing.py:build", None), ("{dir}/net.py:nothing", None),
+                                        ("{dir}/net.py:not_a_module", None), ("{dir}/net.py", None),
+                                        ("{dir}/net.py:build", "hinge"), ("{dir}/net.py:build", "{dir}/net.py:x")])
+def test_user_module_errors_are_one_line(capsys, traces, tmp_path, model, loss):
+    (tmp_path / "net.py").write_text(NET_PY)
+    argv = ["train", "--trace", str(traces["async"]), "--dataset", "digits", "--lr", "0.1",
+            "--model", model.replace("{dir}", str(tmp_path))]
+    if loss:
+        argv += ["--loss", loss.replace("{dir}", str(tmp_path))]
+    code = run(argv)
+    out, err = capsys.readouterr()
+    assert code == 2 and err.startswith("asyncsim: error") and len(err.strip().splitlines()) == 1, err

@@ -73,7 +73,11 @@ def train(
     trace: Optional[Path] = typer.Option(None, "--trace", help="A saved trace (.parquet, .npz, .csv)."),
     dataset: str = typer.Option("quadratic", "--dataset", "-d",
                                 help="quadratic | teacher | digits | a .pt/.npz file with X, y"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="linear | mlp[:H,...] | cnn[:C]"),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="linear | mlp[:H,...] | cnn[:C] | FILE.py:NAME (your nn.Module)"),
+    loss: Optional[str] = typer.Option(None, "--loss",
+                                       help="With FILE.py:NAME models: cross_entropy | mse | FILE.py:NAME "
+                                            "(default: cross-entropy for class labels, else mse)."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | momentum | shifted | adam | adamw"),
     lr: float = typer.Option(..., "--lr", help="Learning rate η (the peak of a schedule)."),
     momentum: float = typer.Option(0.0, "--momentum", help="Momentum m (momentum/shifted)."),
@@ -129,7 +133,8 @@ def train(
         T = tr.n_updates if steps is None else steps
         with progress(disable=json_out) as bar:
             task = bar.add_task(f"training on {name}", total=max(int(T), 1))
-            res = replay(tr, dataset=dataset, model=model, optimizer=optimizer, lr=lr, momentum=momentum,
+            res = replay(tr, dataset=dataset, model=model, loss=loss, optimizer=optimizer, lr=lr,
+                         momentum=momentum,
                          dampening=not no_dampening, steps=steps, device=device, seed=seed,
                          batch_size=None if full_batch else batch_size, sharpness=sharpness, dim=dim,
                          dtype=dtype, log_every="auto" if log_every is None else log_every,
@@ -171,7 +176,11 @@ def train(
 @app.command("sharpness")
 def sharpness_cmd(
     dataset: str = typer.Option("quadratic", "--dataset", "-d", help="quadratic | teacher | digits | file"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="linear | mlp[:H,...] | cnn[:C]"),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="linear | mlp[:H,...] | cnn[:C] | FILE.py:NAME (your nn.Module)"),
+    loss: Optional[str] = typer.Option(None, "--loss",
+                                       help="With FILE.py:NAME models: cross_entropy | mse | FILE.py:NAME "
+                                            "(default: cross-entropy for class labels, else mse)."),
     sharpness: Optional[float] = typer.Option(None, "--sharpness", help="λ_max of the quadratic."),
     dim: Optional[int] = typer.Option(None, "--dim", help="Dimension of quadratic/teacher."),
     from_minimum: bool = typer.Option(False, "--from-minimum",
@@ -191,7 +200,7 @@ def sharpness_cmd(
 
     with user_errors():
         prob = make_problem(dataset, model, device=device, dtype="float64", dim=dim, sharpness=sharpness,
-                            batch_size=batch_size)
+                            batch_size=batch_size, loss=loss)
         x = None
         if from_minimum:
             if lr is not None and not (lr > 0 and lr < float("inf")):
@@ -220,7 +229,10 @@ def threshold(
     scenario: Optional[Path] = typer.Argument(None, help="Scenario YAML (or use --trace).", show_default=False),
     trace: Optional[Path] = typer.Option(None, "--trace", help="A saved trace."),
     dataset: str = typer.Option("quadratic", "--dataset", "-d"),
-    model: Optional[str] = typer.Option(None, "--model", "-m"),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="linear | mlp[:H,...] | cnn[:C] | FILE.py:NAME (your nn.Module)"),
+    loss: Optional[str] = typer.Option(None, "--loss", help="With FILE.py:NAME models: cross_entropy | mse | "
+                                                            "FILE.py:NAME."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | momentum | shifted | adam | adamw"),
     momentum: float = typer.Option(0.0, "--momentum"),
     no_dampening: bool = typer.Option(False, "--no-dampening"),
@@ -247,7 +259,8 @@ def threshold(
         tr, name = _get_trace(scenario, trace, steps)
         with progress(disable=json_out) as bar:
             bar.add_task(f"bisecting the learning rate on {name}", total=None)
-            res = empirical_threshold(tr, dataset=dataset, model=model, optimizer=optimizer, momentum=momentum,
+            res = empirical_threshold(tr, dataset=dataset, model=model, loss=loss, optimizer=optimizer,
+                                      momentum=momentum,
                                       dampening=not no_dampening, from_minimum=from_minimum, steps=steps,
                                       seed=seed, batch_size=batch_size, sharpness=sharpness, dim=dim,
                                       device=device, rtol=rtol, lrs_per_round=lrs_per_round,

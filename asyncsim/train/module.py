@@ -85,6 +85,73 @@ def as_tensors(data, what: str = "dataset"):
                      f"got {type(data).__name__}")
 
 
+LOSSES = ("cross_entropy", "mse")
+
+
+def _load_attr(spec: str, what: str):
+    """The object NAME of the Python file PATH in ``PATH.py:NAME`` (the user's own file,
+    imported as a module — as pytest imports a conftest)."""
+    import importlib.util
+    from pathlib import Path
+
+    path, _, name = spec.rpartition(":")
+    p = Path(path)
+    if not path.endswith(".py") or not name.isidentifier():
+        raise InputError(f"{what} {spec!r}: expected FILE.py:NAME")
+    if not p.is_file():
+        raise InputError(f"{what} {spec!r}: no such file {p}")
+    try:
+        mod_spec = importlib.util.spec_from_file_location(f"asyncsim_user_{p.stem}", p)
+        mod = importlib.util.module_from_spec(mod_spec)
+        mod_spec.loader.exec_module(mod)
+    except Exception as exc:
+        raise InputError(f"{p}: cannot import ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    if not hasattr(mod, name):
+        raise InputError(f"{p}: has no {name!r}")
+    return getattr(mod, name)
+
+
+def is_user_spec(spec) -> bool:
+    """True for a ``FILE.py:NAME`` string."""
+    return isinstance(spec, str) and ".py:" in spec
+
+
+def load_user_module(spec: str):
+    """``FILE.py:NAME`` → an ``nn.Module``: NAME is a module, or a callable (a class or a
+    function, called without arguments) returning one."""
+    import torch
+
+    obj = _load_attr(spec, "--model")
+    if not isinstance(obj, torch.nn.Module) and callable(obj):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise InputError(f"--model {spec!r}: calling it failed ({type(exc).__name__}: {exc})".splitlines()[0]) \
+                from None
+    if not isinstance(obj, torch.nn.Module):
+        raise InputError(f"--model {spec!r}: expected a torch.nn.Module or a callable returning one, "
+                         f"got {type(obj).__name__}")
+    return obj
+
+
+def resolve_loss(spec):
+    """A loss callable from ``cross_entropy``, ``mse``, ``FILE.py:NAME`` or a callable (None: default)."""
+    import torch.nn.functional as F
+
+    if spec is None or callable(spec):
+        return spec
+    if spec == "cross_entropy":
+        return F.cross_entropy
+    if spec == "mse":
+        return F.mse_loss
+    if is_user_spec(spec):
+        fn = _load_attr(spec, "--loss")
+        if not callable(fn):
+            raise InputError(f"--loss {spec!r}: not callable")
+        return fn
+    raise InputError(f"unknown loss {spec!r} (use {', '.join(LOSSES)} or FILE.py:NAME)")
+
+
 def _default_loss(y):
     import torch.nn.functional as F
 

@@ -8,6 +8,7 @@ batched independent runs (several learning rates or seeds).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -337,11 +338,23 @@ def make_problem(dataset: Any = "quadratic", model: Any = None, *, device="auto"
 
     if isinstance(dataset, Problem):
         return dataset
-    if _is_module(model):
-        from .module import ModuleProblem
+    from .module import ModuleProblem, is_user_spec, load_user_module, resolve_loss
 
+    if is_user_spec(model):
+        model = load_user_module(model)
+    loss = resolve_loss(loss)
+    if _is_module(model):
+        name = "tensors"
+        if isinstance(dataset, (str, Path, Dataset)):  # a named dataset or file, as arrays
+            ds = load_dataset(dataset, dim=dim, data_seed=data_seed, val_fraction=val_fraction)
+            if ds.task == "quadratic":
+                raise InputError("the quadratic dataset has no data for a module; give data")
+            dataset = {"X": ds.X_train, "y": ds.y_train}
+            if val_dataset is None and ds.X_val is not None and len(ds.X_val):
+                val_dataset = (ds.X_val, ds.y_val)
+            name = ds.name
         return ModuleProblem(model, loss, dataset, batch_size=batch_size, device=device, dtype=dtype,
-                             val_dataset=val_dataset, eval_size=eval_size)
+                             val_dataset=val_dataset, eval_size=eval_size, name=name)
     if loss is not None or val_dataset is not None:
         raise InputError("loss= and val_dataset= go with a user nn.Module as model=")
     dev = resolve_device(device)

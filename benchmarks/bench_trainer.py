@@ -166,6 +166,17 @@ def module_vs_plain_loop(dev, repeats, U):
     print(f"# user nn.Module 64-128-10 on digits, batch 32, async N=8, {U} updates, no logging")
     print(f"plain torch loop {U / tp:8.0f} upd/s   replay(model=module) {U / to:8.0f} upd/s   "
           f"replay / plain = {to / tp:.2f} (per-pair ratios {', '.join(f'{r:.2f}' for r in ratios)})")
+    # the batched engine (torch.func vmap over functional_call) against the sequential one
+    from _traces import round_robin
+
+    for tname, t2 in (("round_robin", round_robin(8, U)), ("random", tr)):
+        def run(engine, t2=t2):
+            replay(t2, model=copy.deepcopy(net0), loss=F.cross_entropy, dataset=(X, y), batch_size=32, lr=0.01,
+                   log_every=U, device=dev, engine=engine)
+        pairs = [(timed(lambda: run("sequential"), 1), timed(lambda: run("batched"), 1)) for _ in range(repeats)]
+        r = statistics.median(s_ / b_ for s_, b_ in pairs)
+        print(f"module, {tname:>11} N=8 (wave {mean_wave_size(make_plan(t2)):.1f}): batched (vmap) is {r:.2f}x "
+              f"the sequential engine's speed")
     print()
 
 

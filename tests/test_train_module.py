@@ -271,8 +271,9 @@ def test_minibatches_data_forms_and_validation_curves(data):
     replay(tr, model=m1, dataset=(X, y), lr=0.3, device="cpu")
     replay(tr, model=m2, dataset=(X, y), loss=F.cross_entropy, lr=0.3, device="cpu")
     assert torch.equal(flat(m1), flat(m2))
-    for bad in (dict(dataset="digits"), dict(dataset=(X,)), dict(dataset=(X, y[:5])), dict(dataset=5),
-                dict(dataset=(X, y), loss="mse"), dict(dataset=(X, y), batch_size=0)):
+    for bad in (dict(dataset="quadratic"), dict(dataset="digits"), dict(dataset=(X,)),
+                dict(dataset=(X, y), loss=lambda out, t: F.cross_entropy(out, t, reduction="none")), dict(dataset=(X, y[:5])), dict(dataset=5),
+                dict(dataset=(X, y), loss="hinge"), dict(dataset=(X, y), loss=3), dict(dataset=(X, y), batch_size=0)):
         with pytest.raises(InputError):
             replay(tr, model=net(), lr=0.1, device="cpu", **bad)
 

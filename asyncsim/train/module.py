@@ -228,9 +228,32 @@ class ModuleProblem(DataProblem):
         self.Xe, self.ye = self.X[:n_eval], self.y[:n_eval]
         self.Xh, self.yh = self.X[:hessian_size], self.y[:hessian_size]
         self._name = name
+        self._probe()
         self._bound = None
         self._was_training = module.training
         self._rng_state = None
+
+    def _probe(self) -> None:
+        """One forward pass and loss on two examples (evaluation mode, no gradient), so a module
+        that does not fit the data fails here with one line instead of deep inside the replay."""
+        import torch
+
+        was = self.module.training
+        self.module.eval()
+        try:
+            with torch.no_grad():
+                out = self.module(self.X[:2])
+                val = self.loss_fn(out, self.y[:2])
+            if not (isinstance(val, torch.Tensor) and val.numel() == 1):
+                raise InputError(f"loss must return one number (the batch mean), got "
+                                 f"{type(val).__name__} {tuple(getattr(val, 'shape', ()))}")
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"the module {type(self.module).__name__} does not run on the data: "
+                             f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+        finally:
+            self.module.train(was)
 
     # ------------------------------------------------------------------ identity
     @property

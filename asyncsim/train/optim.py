@@ -350,7 +350,7 @@ def apply_step(spec: OptimizerSpec, x, state: dict, grads, workers, staleness, l
         else:
             d = d + wd * x
     if spec.name == "sgd":
-        x.sub_(lr * d)
+        x.sub_(lr * d)  # (not add_(d, alpha=-lr): batched runs with an (L, 1) lr stay bitwise equal)
     elif spec.name == "momentum":
         first = spec.momentum_init == "gradient" and not state["started"]
         state["started"] = True

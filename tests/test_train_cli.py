@@ -198,6 +198,9 @@ def test_train_a_user_module_from_a_file(capsys, traces, tmp_path):
                              "--device", "cpu", "--json"])
     want = sharpness("digits", model=mod.build().double(), loss=torch.nn.functional.cross_entropy, device="cpu")
     assert d["sharpness"] == pytest.approx(want, rel=1e-6)
+    d, _ = run_json(capsys, ["threshold", "--trace", str(traces["async"]), "--steps", "100", "--dataset", "digits",
+                             "--model", spec, "--rtol", "0.2", "--device", "cpu", "--json"])
+    assert d["lr"] is not None and d["lr_diverged"] is not None and d["lr"] < d["lr_diverged"]
 
 
 @pytest.mark.parametrize("model,loss", [("{dir}/missing.py:build", None), ("{dir}/net.py:nothing", None),

@@ -333,3 +333,18 @@ def test_module_replay_on_cuda_matches_cpu(data):
     r = replay(tr, model=b, dataset=(X, y), batch_size=None, lr=0.3, optimizer="adamw", device="cuda")
     assert r.device.startswith("cuda") and next(b.parameters()).is_cuda
     assert rel(flat(b).cpu(), flat(a)) <= 1e-10
+
+
+@pytest.mark.cuda
+def test_batchnorm_dropout_module_on_cuda_matches_cpu(data):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    X, y = data
+    tr = round_robin(3, 30)
+    a, b = net(bn=True), net(bn=True)
+    replay(tr, model=a, dataset=(X, y), batch_size=8, lr=0.2, optimizer="momentum", momentum=0.5, device="cpu")
+    replay(tr, model=b, dataset=(X, y), batch_size=8, lr=0.2, optimizer="momentum", momentum=0.5, device="cuda")
+    assert rel(flat(b).cpu(), flat(a)) <= 1e-10
+    for u, v in zip(a.buffers(), b.buffers()):
+        if u.is_floating_point():
+            assert rel(v.cpu(), u) <= 1e-10

@@ -194,3 +194,21 @@ def test_verdict_of_a_real_spiking_run():
     assert not r.diverged and r.verdict == "unstable" and r.to_dict()["verdict"] == "unstable"
     r = replay(tr, lr=0.5, sharpness=2.0, device="cpu")
     assert r.verdict == "converged"
+
+
+def test_shifted_momentum_clips_each_row_and_decays_at_the_server():
+    # one update of two rows from workers 0 and 1: each row is clipped on its own, coupled weight
+    # decay adds w·x_t to each, the server adds the mean of the two updated velocities
+    x = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+    g0 = torch.tensor([[3.0, 4.0]], dtype=torch.float64)   # norm 5 → clipped to 1
+    g1 = torch.tensor([[0.3, 0.4]], dtype=torch.float64)   # norm 0.5 → kept
+    spec = OptimizerSpec("shifted", momentum=0.5, clip_grad_norm=1.0, weight_decay=0.1)
+    st = init_state(spec, x, 2)
+    lr, m, w = 0.2, 0.5, 0.1
+    want = x.clone()
+    c0 = g0 * min(1.0, 1.0 / (5.0 + 1e-6))
+    v0 = -lr * (1 - m) * (c0 + w * x)
+    v1 = -lr * (1 - m) * (g1 + w * x)
+    want = x + (v0 + v1) / 2
+    apply_step(spec, x, st, [g0, g1], [0, 1], [0, 0], lr)
+    torch.testing.assert_close(x, want, rtol=1e-15, atol=0)

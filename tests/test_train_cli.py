@@ -39,12 +39,13 @@ def test_train_json_writes_metrics_and_plot(capsys, traces, tmp_path):
     assert d["diverged"] is False and d["steps"] == 200 and d["final_loss"] < d["initial_loss"]
     assert 0 <= d["val_accuracy"] <= 1 and d["val_loss"] > 0
     csv = (tmp_path / "o" / "metrics.csv").read_text().splitlines()
-    assert csv[0] == "step,sim_time,loss,val_loss,val_accuracy" and len(csv) == 1 + 21
+    assert csv[0] == "step,sim_time,loss,batch_loss,val_loss,val_accuracy" and len(csv) == 1 + 21
     last = csv[-1].split(",")
     assert int(last[0]) == 200 and float(last[2]) == pytest.approx(d["final_loss"], rel=1e-12)
+    assert csv[1].split(",")[3] == "nan" and 0 < float(last[3]) < 10  # no gradient before update 0
     # the validation curve ends at the reported final validation metrics
-    assert float(last[3]) == pytest.approx(d["val_loss"], rel=1e-12)
-    assert float(last[4]) == pytest.approx(d["val_accuracy"], rel=1e-12)
+    assert float(last[4]) == pytest.approx(d["val_loss"], rel=1e-12)
+    assert float(last[5]) == pytest.approx(d["val_accuracy"], rel=1e-12)
     png = (tmp_path / "o" / "loss.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert d["metrics"].endswith("metrics.csv") and d["plot"].endswith("loss.png")

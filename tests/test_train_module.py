@@ -348,3 +348,20 @@ def test_batchnorm_dropout_module_on_cuda_matches_cpu(data):
     for u, v in zip(a.buffers(), b.buffers()):
         if u.is_floating_point():
             assert rel(v.cpu(), u) <= 1e-10
+
+
+def test_batch_loss_is_the_rows_loss_at_their_read_versions(data):
+    """Full batch, no buffers: row j's minibatch loss is the full loss at version read_j, which
+    the log of that version recorded; with log_every=1 the batch loss of update k is row k−1's."""
+    X, y = data
+    tr = round_robin(4, 30)
+    reads = tr.columns["read_version"]
+    for engine in ("sequential", "batched"):
+        r = replay(tr, model=net(), dataset=(X, y), batch_size=None, lr=0.3, device="cpu", log_every=1,
+                   engine=engine)
+        assert np.isnan(r.batch_loss[0])
+        np.testing.assert_allclose(r.batch_loss[1:], r.loss[reads[:30]], rtol=1e-12)
+    # with log_every=5 it is the mean of the five rows' losses
+    r = replay(tr, model=net(), dataset=(X, y), batch_size=None, lr=0.3, device="cpu", log_every=5)
+    full = replay(tr, model=net(), dataset=(X, y), batch_size=None, lr=0.3, device="cpu", log_every=1)
+    np.testing.assert_allclose(r.batch_loss[1:], full.batch_loss[1:].reshape(6, 5).mean(1), rtol=1e-12)

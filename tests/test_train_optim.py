@@ -180,6 +180,11 @@ def test_verdict_rule():
     assert verdict([2.30, 0.1, 50.0, 0.5], False) == "unstable"  # a spike wiped out the progress
     assert verdict([2.30, 0.1, 50.0, 0.05], False) == "converged"  # ... and here it recovered
     assert verdict([0.5, 2.43, 1e-27], False) == "converged"  # a transient near the edge, then decay
+    # a spike between two sparse logs is seen in the batch loss (the rows' minibatch losses)
+    nan = float("nan")
+    assert verdict([1.0, 0.3, 0.4], False) == "converged"
+    assert verdict([1.0, 0.3, 0.4], False, batch_loss=[nan, 0.35, 5.0]) == "unstable"
+    assert verdict([1.0, 0.3, 0.2], False, batch_loss=[nan, 0.35, 5.0]) == "converged"  # recovered
     assert verdict([2.30, 1e9], True) == "diverged"
     assert verdict([0.0, 0.0], False) == "converged"
 

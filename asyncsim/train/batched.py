@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .curves import Logger, progress_callback, results
+from .curves import BatchLoss, Logger, progress_callback, results
 from .optim import OptimizerSpec, init_state, lr_factors
 from .problem import Problem
 from .sequential import apply_rows
@@ -109,6 +109,8 @@ def replay_batched(plan: Plan, problem: Problem, spec: OptimizerSpec, lrs, seeds
     pend: dict[int, object] = {}  # computed, not yet applied gradients by row, (L, P) each
     readers = sch.readers
     stopped = False
+    bl = BatchLoss(problem, L)
+    pend_loss: dict[int, object] = {}
     try:
         logger.log(0, x)
         for v_prev, v, v_next in sch.waves:
@@ -127,6 +129,10 @@ def replay_batched(plan: Plan, problem: Problem, spec: OptimizerSpec, lrs, seeds
                     bs = idx_all.shape[-1]
                     idx = idx_all[Jt].expand(R, L, bs).reshape(R * L, bs)
                 G = problem.grads(stack.reshape(R * L, P), idx).view(R, L, P)
+                if bl.on:
+                    ls = problem.last_losses.view(R, L)
+                    for i, j in enumerate(J.tolist()):
+                        pend_loss[j] = ls[i]
                 # Rows point into G (no copy); those still pending after this wave's steps
                 # are cloned below so G can be freed.
                 for i, j in enumerate(J.tolist()):
@@ -140,12 +146,15 @@ def replay_batched(plan: Plan, problem: Problem, spec: OptimizerSpec, lrs, seeds
             for s in range(v, v_next):
                 r0, r1 = int(ptr[s]), int(ptr[s + 1])
                 gs = [pend.pop(j) for j in range(r0, r1)]
+                if bl.on:
+                    for j in range(r0, r1):
+                        bl.add(pend_loss.pop(j))
                 apply_rows(spec, x, state, gs, r0, r1, plan_cols, lr if fac is None else lr * float(fac[s]),
                            store if dc else None)
                 u = s + 1
                 if u < v_next and readers[u] > 0:
                     store.put(u, x.clone(), int(readers[u]) if dc else 1)
-                if logger.is_log[u] and logger.log(u, x):
+                if logger.is_log[u] and logger.log(u, x, bl.take()):
                     stopped = True
                     break
                 if cb is not None and u >= next_tick:

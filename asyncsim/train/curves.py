@@ -9,13 +9,20 @@ recorded, next to the simulated time at which update k was applied (``t_applied`
 * ``diverged``: some ℓ_k is non-finite or above ``divergence_factor`` × ℓ_0 (1e3 by default);
   that run's replay stops at k.
 * ``unstable``: not diverged, but the final loss is above the initial one (a loss that went
-  2.30 → 45 → 5.78 is unstable, not fine), or a spike — some ℓ_k above ``unstable_factor`` ×
-  ℓ_0 (2 by default) — left the run worse than it was before the spike (final loss above the
-  lowest loss logged before the last spike).
+  2.30 → 45 → 5.78 is unstable, not fine), or a spike — some ℓ_k, or some mean minibatch loss
+  b_k of the gradients computed since the previous log, above ``unstable_factor`` × ℓ_0 (2 by
+  default) — left the run worse than it was before the spike (final loss above the lowest
+  loss logged before the last spike).
 * ``converged``: otherwise: the loss ended below its start and recovered from any spike (a
   transient rise near the stability edge that then decays is not instability).
 
 Losses are assumed non-negative (cross-entropy, squared error, the quadratic).
+
+**Batch loss.** The gradient rows compute their minibatch loss anyway; the engines average the
+losses of the rows applied between two logs (on the device, no synchronisation) into the
+``batch_loss`` curve — the running
+training loss a torch loop prints — at no extra forward pass. It is the loss at the (stale)
+parameters each row read, on its own minibatch; NaN at update 0 and for the quadratic.
 
 **Cost of logging.** A log costs one forward pass over the evaluation (and validation) examples;
 a gradient row about three forward passes over its minibatch. ``log_every="auto"``
@@ -68,21 +75,52 @@ def resolve_log_every(log_every, plan, problem) -> int:
     return k
 
 
-def verdict(loss, diverged: bool, unstable_factor: float = 2.0) -> str:
-    """``converged | unstable | diverged`` from logged training losses (see module docstring)."""
+def verdict(loss, diverged: bool, unstable_factor: float = 2.0, batch_loss=None) -> str:
+    """``converged | unstable | diverged`` from logged training losses (see module docstring);
+    ``batch_loss`` (the mean minibatch loss between logs, aligned with ``loss``) also counts
+    for spikes, so a spike between two sparse logs is not missed."""
     if diverged:
         return "diverged"
     loss = np.asarray(loss, dtype=np.float64)
     if len(loss) == 0:
         return "converged"
     l0, final = loss[0], loss[-1]
+    peak = loss
+    if batch_loss is not None and len(batch_loss) == len(loss):
+        peak = np.fmax(loss, np.asarray(batch_loss, dtype=np.float64))
     with np.errstate(invalid="ignore", over="ignore"):
         if not final <= l0:
             return "unstable"
-        spikes = np.flatnonzero(loss > unstable_factor * l0)
+        spikes = np.flatnonzero(peak > unstable_factor * l0)
     if len(spikes) and final > loss[: spikes[-1]].min():
         return "unstable"
     return "converged"
+
+
+class BatchLoss:
+    """The running mean of the applied rows' minibatch losses between logs, kept on the device
+    (by application, not computation, so both engines give the same curve)."""
+
+    def __init__(self, problem, L: int):
+        import torch
+
+        self.on = bool(problem.tracks_loss)
+        self.acc = torch.zeros(L, dtype=problem.dtype, device=problem.device) if self.on else None
+        self.n = 0
+
+    def add(self, loss) -> None:
+        """Count one applied row's minibatch loss (a 0-d or (L,) tensor)."""
+        self.acc.add_(loss)
+        self.n += 1
+
+    def take(self):
+        """The mean since the last take (None when no row was computed), and a reset."""
+        if not self.on or self.n == 0:
+            return None
+        out = self.acc / self.n
+        self.acc = self.acc.new_zeros(self.acc.shape)
+        self.n = 0
+        return out
 
 
 class Logger:
@@ -104,14 +142,18 @@ class Logger:
         self.steps: list[int] = []
         self.losses: list[np.ndarray] = []
         self.vals: dict[str, list[np.ndarray]] = {}
+        self.batch: list[np.ndarray] = []
         self.active = np.ones(L, dtype=bool)
         self.diverged_step: list[int | None] = [None] * L
         self.stopped_at = np.full(L, -1, dtype=np.int64)  # index into the log of the last entry kept
         self.initial: np.ndarray | None = None
 
-    def log(self, k: int, X) -> bool:
-        """Log the loss of X (L, P) after k updates; return True when every run has stopped."""
+    def log(self, k: int, X, batch_loss=None) -> bool:
+        """Log the loss of X (L, P) after k updates (and ``batch_loss`` (L,), the mean minibatch
+        loss since the previous log, or None); return True when every run has stopped."""
         vals = self.problem.loss(X).detach().double().cpu().numpy()
+        self.batch.append(np.full(self.L, np.nan) if batch_loss is None
+                          else batch_loss.detach().double().cpu().numpy().reshape(self.L))
         if self.log_val:
             for name, v in self.problem.val_metrics(X).items():
                 self.vals.setdefault(name, []).append(v.detach().double().cpu().numpy())
@@ -139,6 +181,7 @@ def results(logger: Logger, problem, plan, X, spec, opt_name: str, lrs, seeds, e
     logger.finish()
     steps_arr = np.asarray(logger.steps, dtype=np.int64)
     loss_arr = np.stack(logger.losses) if logger.losses else np.zeros((0, logger.L))
+    batch_arr = np.stack(logger.batch) if logger.batch else np.zeros((0, logger.L))
     t_step = np.concatenate([[0.0], plan.t_step])
     val_curves = {k: np.stack(v) for k, v in logger.vals.items()} if logger.vals else None
     if val_curves is None:
@@ -150,6 +193,7 @@ def results(logger: Logger, problem, plan, X, spec, opt_name: str, lrs, seeds, e
         n = int(logger.stopped_at[r]) + 1
         ls = steps_arr[:n]
         lo = loss_arr[:n, r]
+        bl = batch_arr[:n, r]
         div = logger.diverged_step[r] is not None
         curves = {k: v[:n, r] for k, v in val_curves.items()} if val_curves is not None else {}
         final_val = {k: (float(v[-1]) if len(v) else None) for k, v in curves.items()} if curves else \
@@ -176,8 +220,9 @@ def results(logger: Logger, problem, plan, X, spec, opt_name: str, lrs, seeds, e
             max_live_versions=int(max_live),
             wall_time_s=wall,
             params=Xc[r],
-            verdict=verdict(lo, div, unstable_factor),
+            verdict=verdict(lo, div, unstable_factor, bl),
             val_curves=curves,
+            batch_loss=bl if np.isfinite(bl).any() else None,
         ))
     return out
 

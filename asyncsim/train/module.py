@@ -165,6 +165,7 @@ class ModuleProblem(DataProblem):
     forward and backward pass of the module over the row's batch."""
 
     kind = "module"
+    tracks_loss = True
 
     def __init__(self, module, loss=None, dataset=None, *, batch_size: int | None = None, device="auto",
                  dtype=None, val_dataset=None, eval_size: int | None = None, hessian_size: int = 8192,
@@ -354,13 +355,14 @@ class ModuleProblem(DataProblem):
             finally:
                 self.module.train(was)
             gs = torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True)
+        self.last_loss = loss.detach()
         return torch.cat([g.reshape(-1) for g in gs])
 
     def grads(self, X, idx):
         """Gradients (B, P) at B parameter vectors: ``vmap`` of ``grad`` over
         ``functional_call`` (functional modules only: no buffers, no dropout)."""
         import torch
-        from torch.func import functional_call, grad, vmap
+        from torch.func import functional_call, grad_and_value, vmap
 
         if not self.functional:
             raise InputError("the batched engine needs a module without buffers or dropout; "
@@ -376,11 +378,12 @@ class ModuleProblem(DataProblem):
         module.train()
         try:
             if idx is None:
-                G = vmap(grad(f), in_dims=(0, None, None))(X, self.X, self.y)
+                G, vals = vmap(grad_and_value(f), in_dims=(0, None, None))(X, self.X, self.y)
             else:
-                G = vmap(grad(f))(X, self.X[idx], self.y[idx])
+                G, vals = vmap(grad_and_value(f))(X, self.X[idx], self.y[idx])
         finally:
             module.train(was)
+        self.last_losses = vals.detach()
         return G.reshape(B, -1)
 
     # ------------------------------------------------------------------ evaluation

@@ -47,6 +47,12 @@ class Problem:
     stateful: bool = False
     #: False when gradients cannot be computed for stacked parameter sets (no batched engine).
     functional: bool = True
+    #: True when :meth:`grad_one` / :meth:`grads` leave the minibatch loss they computed anyway
+    #: in ``last_loss`` (0-d) / ``last_losses`` (B,): the engines average it between logs into
+    #: the ``batch_loss`` curve at no extra forward pass.
+    tracks_loss: bool = False
+    last_loss = None
+    last_losses = None
 
     def batch_indices(self, seed: int, step, worker, occurrence):
         """Minibatch indices (R, batch_size) on the device for trace rows, or None (no data,
@@ -163,6 +169,7 @@ class ModelProblem(DataProblem):
     """A functional model on a dataset with minibatches drawn by (seed, step, worker)."""
 
     kind = "model"
+    tracks_loss = True
 
     def __init__(self, dataset: Dataset, model: ModelSpec, device, dtype, batch_size: int | None = 32,
                  eval_size: int | None = 1024, hessian_size: int = 8192):
@@ -249,6 +256,7 @@ class ModelProblem(DataProblem):
         out = self.model.forward(leaves, Xb)
         loss = self._per_sample(out, yb).mean()
         gs = torch.autograd.grad(loss, leaves)
+        self.last_loss = loss.detach()
         return torch.cat([g.reshape(-1) for g in gs])
 
     def grads(self, X, idx):
@@ -263,8 +271,9 @@ class ModelProblem(DataProblem):
         out = self.model.forward_batched(leaves, Xb)
         # Rows are independent, so the gradient of the sum of per-row mean losses w.r.t. the
         # stacked parameters is each row's own gradient.
-        loss = self._per_sample(out, yb).mean(1).sum()
-        gs = torch.autograd.grad(loss, leaves)
+        rows = self._per_sample(out, yb).mean(1)
+        gs = torch.autograd.grad(rows.sum(), leaves)
+        self.last_losses = rows.detach()
         return torch.cat([g.reshape(B, -1) for g in gs], dim=1)
 
     # ------------------------------------------------------------------- losses

@@ -31,7 +31,9 @@ class TrainResult:
     ``divergence_factor`` × the initial loss; ``diverged_step`` is that k. ``verdict`` is
     ``converged``, ``unstable`` or ``diverged`` (rule: :mod:`asyncsim.train.curves`).
     ``val_curves`` maps ``val_loss`` (and ``val_accuracy`` for classification) to arrays
-    aligned with ``log_step`` (empty without validation data or when not logged).
+    aligned with ``log_step`` (empty without validation data or when not logged);
+    ``batch_loss[i]`` is the mean minibatch loss of the gradients applied between logs i−1
+    and i (NaN at 0; None for the quadratic).
     """
 
     diverged: bool
@@ -58,6 +60,7 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
     verdict: str = ""
     val_curves: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    batch_loss: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if not self.verdict:
@@ -98,6 +101,8 @@ class TrainResult:
         out = {"step": np.asarray(self.log_step, dtype=np.int64),
                "sim_time": np.asarray(self.sim_time, dtype=np.float64),
                "loss": np.asarray(self.loss, dtype=np.float64)}
+        if self.batch_loss is not None:
+            out["batch_loss"] = np.asarray(self.batch_loss, dtype=np.float64)
         for k, v in self.val_curves.items():
             out[k] = np.asarray(v, dtype=np.float64)
         return out

@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from .curves import Logger, progress_callback, results
+from .curves import BatchLoss, Logger, progress_callback, results
 from .optim import OptimizerSpec, apply_step, init_state, lr_factors
 from .problem import Problem
 from .result import TrainResult
@@ -87,6 +87,9 @@ def replay_sequential(plan: Plan, problem: Problem, spec: OptimizerSpec | Callab
     worker, stal, read = plan.worker, plan.stal, plan.read
     plan_cols = (read, worker, stal)
     grad_one = problem.grad_one
+    bl = BatchLoss(problem, 1)
+    track = bl.on
+    pend_loss: dict[int, Any] = {}
     try:
         logger.log(0, xd[None])
         for v in range(plan.T):
@@ -99,17 +102,26 @@ def replay_sequential(plan: Plan, problem: Problem, spec: OptimizerSpec | Callab
                     pending[j] = grad_one(xd, None if idx is None else idx[j],
                                           None if row_seeds is None else int(row_seeds[j]))
                     pend_buf[j] = problem.get_buffers()
+                    if track:
+                        pend_loss[j] = problem.last_loss
                 problem.set_buffers(base)
             elif row_seeds is None:
                 for j in by_read[a:b]:
                     pending[j] = grad_one(xd, None if idx is None else idx[j])
+                    if track:
+                        pend_loss[j] = problem.last_loss
             else:
                 for j in by_read[a:b]:
                     pending[j] = grad_one(xd, None if idx is None else idx[j], int(row_seeds[j]))
+                    if track:
+                        pend_loss[j] = problem.last_loss
             if dc and b > a:
                 store.put(v, xd.clone(), int(b - a))
             r0, r1 = ptr[v], ptr[v + 1]
             gs = [pending.pop(j) for j in range(r0, r1)]
+            if track:
+                for j in range(r0, r1):
+                    bl.add(pend_loss.pop(j))
             if user_opt is not None:
                 x.grad = gs[0] if len(gs) == 1 else sum(gs[1:], gs[0]) / len(gs)
                 user_opt.step()
@@ -121,7 +133,7 @@ def replay_sequential(plan: Plan, problem: Problem, spec: OptimizerSpec | Callab
                 for j in range(r0, r1):
                     last = pend_buf.pop(j)
                 problem.set_buffers(last)
-            if is_log[v + 1] and logger.log(v + 1, xd[None]):
+            if is_log[v + 1] and logger.log(v + 1, xd[None], bl.take()):
                 break
             if cb is not None and (v + 1) % tick == 0:
                 cb(v + 1)

@@ -10,6 +10,9 @@ the ``cluster_trace`` fixture::
 
     from asyncsim.testing import assert_stable, assert_diverges
 
+Your own model works the same way (``model=<nn.Module>, loss=..., dataset=(X, y)``,
+``batch_size=None`` for full batch); see the docs page "Your own model".
+
 One-line cluster specs: ``KIND:key=value,...`` with KIND a policy (``async``, ``sync``,
 ``round_robin``, ``backup``, ``k_async``, ``ssp``) and keys ``N`` (workers), ``compute``
 (a distribution ``name(args)`` with DESIGN.md's parameters in order: ``constant(value)``,
@@ -176,23 +179,36 @@ def make_cluster_trace(spec: str | Path | dict, updates: int = 1000, seed: int |
 def _replay(trace, lr, kwargs):
     from .train import replay
 
+    model = kwargs.get("model")
+    if model is not None and not isinstance(model, str):
+        import copy
+
+        kwargs = dict(kwargs, model=copy.deepcopy(model))  # the caller's module is not changed
     return replay(trace, lr=lr, **kwargs)
 
 
 def _describe(r) -> str:
     return (f"{r.optimizer} lr={r.lr:g} on {r.dataset}{'/' + r.model if r.model else ''} "
-            f"({r.steps} updates replayed, initial loss {r.initial_loss:.6g})")
+            f"({r.steps} updates replayed, initial loss {r.initial_loss:.6g}, "
+            f"highest logged {float(max(r.loss)) if len(r.loss) else float('nan'):.6g})")
 
 
-def assert_stable(trace, lr: float, *, max_loss_ratio: float | None = None, **replay_kwargs):
-    """Replay ``trace`` (keywords as :func:`asyncsim.train.replay`: ``dataset``, ``model``,
-    ``optimizer`` — a name or a factory ``params -> torch.optim.Optimizer`` —, ``momentum``…) and
-    fail unless it does not diverge (and, with ``max_loss_ratio``, unless final/initial loss ≤ it).
+def assert_stable(trace, lr: float, *, max_loss_ratio: float | None = None, allow_unstable: bool = False,
+                  **replay_kwargs):
+    """Replay ``trace`` (keywords as :func:`asyncsim.train.replay`: ``dataset``, ``model`` — a
+    name or your own ``nn.Module``, with ``loss`` —, ``optimizer`` — a name or a factory
+    ``params -> torch.optim.Optimizer`` —, ``batch_size`` (None: full batch), ``momentum``,
+    ``weight_decay``, ``schedule``…) and fail unless the verdict is ``converged`` (with
+    ``allow_unstable=True``: unless it diverged) and, with ``max_loss_ratio``, unless
+    final/initial loss ≤ it. A module passed as ``model`` is copied, not changed.
     Returns the :class:`~asyncsim.train.TrainResult`."""
     r = _replay(trace, lr, replay_kwargs)
     if r.diverged:
         raise AssertionError(f"expected stable, but diverged at update {r.diverged_step} with loss "
                              f"{r.final_loss:.6g}: {_describe(r)}")
+    if r.verdict == "unstable" and not allow_unstable:
+        raise AssertionError(f"expected stable, but the run is unstable (final loss {r.final_loss:.6g} at "
+                             f"update {r.steps}): {_describe(r)}")
     if max_loss_ratio is not None and not (r.final_loss <= max_loss_ratio * r.initial_loss):
         raise AssertionError(f"final loss {r.final_loss:.6g} at update {r.steps} exceeds "
                              f"{max_loss_ratio:g} × initial: {_describe(r)}")
@@ -200,11 +216,12 @@ def assert_stable(trace, lr: float, *, max_loss_ratio: float | None = None, **re
 
 
 def assert_diverges(trace, lr: float, **replay_kwargs):
-    """Replay ``trace`` and fail unless it diverges; reports the final update and loss otherwise."""
+    """Replay ``trace`` and fail unless it diverges; reports the final update and loss otherwise.
+    A module passed as ``model`` is copied, not changed."""
     r = _replay(trace, lr, replay_kwargs)
     if not r.diverged:
         raise AssertionError(f"expected divergence, but after {r.steps} updates the loss is "
-                             f"{r.final_loss:.6g}: {_describe(r)}")
+                             f"{r.final_loss:.6g} ({r.verdict}): {_describe(r)}")
     return r
 
 

@@ -50,6 +50,7 @@ def test_batched_matches_sequential_after_1000_steps(problem, trace_name, opt, m
     assert ref.final_loss < 0.5 * ref.initial_loss  # it trained: the comparison is not vacuous
     assert rel(bat.params, ref.params) <= 1e-12
     np.testing.assert_allclose(bat.loss, ref.loss, rtol=1e-12)
+    np.testing.assert_allclose(bat.batch_loss, ref.batch_loss, rtol=1e-12)  # by application: engine-free
     # version store: never more than n_workers + 1 live versions, and really used when batching
     assert bat.max_live_versions <= tr.n_workers + 1
     if trace_name == "round_robin":

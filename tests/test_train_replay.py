@@ -235,7 +235,7 @@ def test_steps_truncates_and_bad_inputs():
     assert r.steps == 10
     want = recursion(tr, [1.0], 0.1, steps=10)
     np.testing.assert_allclose(r.params, want[-1], rtol=1e-12)
-    for bad in (dict(lr=-1.0), dict(lr=0.1, steps=41), dict(lr=0.1, optimizer="adam"),
+    for bad in (dict(lr=-1.0), dict(lr=0.1, steps=41), dict(lr=0.1, optimizer="lamb"), dict(lr=0.1, optimizer="adam", momentum=0.9),
                 dict(lr=0.1, optimizer="momentum", momentum=1.0), dict(lr=0.1, dataset="mnist"),
                 dict(lr=0.1, dataset="digits", model="transformer"), dict(lr=0.1, model="mlp"),
                 dict(lr=0.1, device="tpu"), dict(lr=0.1, engine="warp")):

@@ -38,17 +38,6 @@ CURVE_POINTS = 400
 LOG_POINTS = 1000
 
 
-def time_to_target(sim_time: np.ndarray, loss: np.ndarray, log_step: np.ndarray,
-                   target: float) -> tuple[float, float]:
-    """``(time, step)`` of the first logged point with ``loss <= target``; ``(nan, nan)`` if none."""
-    loss = np.asarray(loss, dtype=float)
-    hit = np.flatnonzero(np.isfinite(loss) & (loss <= target))
-    if hit.size == 0:
-        return float("nan"), float("nan")
-    i = int(hit[0])
-    return float(sim_time[i]), float(log_step[i])
-
-
 def _thin(x: np.ndarray, y: np.ndarray, n: int = CURVE_POINTS) -> tuple[list, list]:
     if len(x) <= n:
         return np.asarray(x, float).tolist(), np.asarray(y, float).tolist()
@@ -125,9 +114,10 @@ def _train(trace, tr: dict[str, Any], s: dict[str, Any], lr: float | None, a: fl
                  device="cpu", **kw)
     sim_time = np.asarray(res.sim_time, dtype=float)
     loss = np.asarray(res.loss, dtype=float)
-    step = np.asarray(res.log_step, dtype=float)
-    ttt, stt = time_to_target(sim_time, loss, step, float(tr["target"]))
+    ttt, stt = res.time_to_target(float(tr["target"]))  # from the replay's loss curve vs t_applied
+    ttt, stt = (float("nan"), float("nan")) if ttt is None else (ttt, float(stt))
     xs, ys = _thin(sim_time, loss)
     return {"time_to_target": ttt, "steps_to_target": stt, "final_loss": float(res.final_loss),
-            "diverged": bool(res.diverged), "diverged_step": res.diverged_step, "steps": int(res.steps),
+            "diverged": bool(res.diverged), "verdict": res.verdict, "diverged_step": res.diverged_step,
+            "steps": int(res.steps),
             "initial_loss": float(res.initial_loss), "curve": {"sim_time": xs, "loss": ys}}

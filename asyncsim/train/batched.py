@@ -7,7 +7,7 @@ V, V+1, … in trace order until the first step that has a row reading a version
 V). Round robin gives waves of N rows, random asynchronous traces about √(πN/2).
 
 **Versions.** A version created while applying a wave's steps is snapshotted only if a row
-reads it (reference-counted in a :class:`~asyncsim.train.replay.VersionStore` and released once
+reads it (reference-counted in a :class:`~asyncsim.train.store.VersionStore` and released once
 those rows are computed — or, for DC-ASGD, applied). Those rows are in flight (read before and
 applied after the current version), so with one gradient in flight per worker the store holds
 at most ``n_workers`` snapshots plus the current parameters.
@@ -16,7 +16,7 @@ at most ``n_workers`` snapshots plus the current parameters.
 trace are one replay (each run's divergence is detected and reported separately).
 
 The arithmetic is the sequential reference's; only the grouping of gradient computations
-differs, so in float64 the parameters agree with :func:`~asyncsim.train.replay.replay_reference`
+differs, so in float64 the parameters agree with :func:`~asyncsim.train.sequential.replay_sequential`
 to rounding (the parity tests ask ≤ 1e-12 relative after 1,000 steps).
 """
 
@@ -27,9 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .optim import OptimizerSpec, init_state
+from .curves import BatchLoss, Logger, progress_callback, results
+from .optim import OptimizerSpec, init_state, lr_factors
 from .problem import Problem
-from .replay import Plan, VersionStore, _Logger, _progress_cb, _results, apply_rows
+from .sequential import apply_rows
+from .store import Plan, VersionStore
 
 
 @dataclass
@@ -64,7 +66,8 @@ def schedule(plan: Plan) -> Schedule:
 
 
 def replay_batched(plan: Plan, problem: Problem, spec: OptimizerSpec, lrs, seeds, *, x0=None,
-                   log_every: int = 1, divergence_factor: float = 1e3, progress=None):
+                   log_every: int = 1, divergence_factor: float = 1e3, progress=None,
+                   unstable_factor: float = 2.0, log_val: bool = True):
     """Replay L = len(lrs) runs of one trace with batched in-flight gradients.
 
     Returns a list of :class:`~asyncsim.train.result.TrainResult`, one per run."""
@@ -82,6 +85,7 @@ def replay_batched(plan: Plan, problem: Problem, spec: OptimizerSpec, lrs, seeds
     state = init_state(spec, x, plan.n_workers)
     lr = torch.tensor([float(v) for v in lrs], dtype=dt, device=dev).view(L, 1)
     dc = spec.needs_read_params
+    fac = lr_factors(spec, plan.T)
 
     # Minibatch indices of every row (and run), uploaded once: no per-step host->device copy.
     idx_all = None
@@ -94,8 +98,8 @@ def replay_batched(plan: Plan, problem: Problem, spec: OptimizerSpec, lrs, seeds
             idx_all = torch.stack([first] + [problem.batch_indices(int(s), plan.step, plan.worker, plan.occ)
                                              for s in seeds[1:]], dim=1)  # (R, L, bs)
     store = VersionStore()
-    logger = _Logger(problem, plan, L, log_every, divergence_factor)
-    cb, bar = _progress_cb(progress, plan.T)
+    logger = Logger(problem, plan, L, log_every, divergence_factor, log_val=log_val)
+    cb, bar = progress_callback(progress, plan.T)
     tick = max(plan.T // 200, 1)
     next_tick = tick
     by_read, read_ptr, ptr = plan.by_read, plan.read_ptr, plan.ptr
@@ -105,6 +109,8 @@ def replay_batched(plan: Plan, problem: Problem, spec: OptimizerSpec, lrs, seeds
     pend: dict[int, object] = {}  # computed, not yet applied gradients by row, (L, P) each
     readers = sch.readers
     stopped = False
+    bl = BatchLoss(problem, L)
+    pend_loss: dict[int, object] = {}
     try:
         logger.log(0, x)
         for v_prev, v, v_next in sch.waves:
@@ -123,6 +129,10 @@ def replay_batched(plan: Plan, problem: Problem, spec: OptimizerSpec, lrs, seeds
                     bs = idx_all.shape[-1]
                     idx = idx_all[Jt].expand(R, L, bs).reshape(R * L, bs)
                 G = problem.grads(stack.reshape(R * L, P), idx).view(R, L, P)
+                if bl.on:
+                    ls = problem.last_losses.view(R, L)
+                    for i, j in enumerate(J.tolist()):
+                        pend_loss[j] = ls[i]
                 # Rows point into G (no copy); those still pending after this wave's steps
                 # are cloned below so G can be freed.
                 for i, j in enumerate(J.tolist()):
@@ -136,11 +146,15 @@ def replay_batched(plan: Plan, problem: Problem, spec: OptimizerSpec, lrs, seeds
             for s in range(v, v_next):
                 r0, r1 = int(ptr[s]), int(ptr[s + 1])
                 gs = [pend.pop(j) for j in range(r0, r1)]
-                apply_rows(spec, x, state, gs, r0, r1, plan_cols, lr, store if dc else None)
+                if bl.on:
+                    for j in range(r0, r1):
+                        bl.add(pend_loss.pop(j))
+                apply_rows(spec, x, state, gs, r0, r1, plan_cols, lr if fac is None else lr * float(fac[s]),
+                           store if dc else None)
                 u = s + 1
                 if u < v_next and readers[u] > 0:
                     store.put(u, x.clone(), int(readers[u]) if dc else 1)
-                if logger.is_log[u] and logger.log(u, x):
+                if logger.is_log[u] and logger.log(u, x, bl.take()):
                     stopped = True
                     break
                 if cb is not None and u >= next_tick:
@@ -158,4 +172,5 @@ def replay_batched(plan: Plan, problem: Problem, spec: OptimizerSpec, lrs, seeds
             bar.stop()
     wall = time.perf_counter() - t0
     engine = "batched" if L == 1 else f"batched[{L} runs]"
-    return _results(logger, problem, plan, x, spec, spec.name, lrs, seeds, engine, store.max_live, wall)
+    return results(logger, problem, plan, x, spec, spec.name, lrs, seeds, engine, store.max_live, wall,
+                   unstable_factor)

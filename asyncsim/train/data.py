@@ -25,6 +25,9 @@ from ..errors import InputError
 
 DATASETS = ("quadratic", "teacher", "digits")
 
+#: Largest sharpness the quadratic accepts (see :func:`quadratic`).
+MAX_SHARPNESS = 1e100
+
 
 @dataclass
 class Dataset:
@@ -67,8 +70,10 @@ def quadratic(dim: int = 1, sharpness: float = 1.0, condition: float = 10.0) -> 
     dim = int(dim)
     if dim < 1:
         raise InputError(f"quadratic dimension must be >= 1, got {dim}")
-    if not (np.isfinite(sharpness) and sharpness > 0):
-        raise InputError(f"sharpness must be a positive number, got {sharpness}")
+    if not (np.isfinite(sharpness) and 0 < sharpness <= MAX_SHARPNESS):
+        # Above 1e100 the initial loss ½·a·dim and the losses of a diverging run (up to 1e3 ×
+        # that, and beyond between logs) leave no room in float64, and lr = α/a underflows.
+        raise InputError(f"sharpness must be a positive number <= {MAX_SHARPNESS:g}, got {sharpness}")
     if dim == 1:
         lam = np.array([float(sharpness)])
     else:

@@ -8,6 +8,7 @@ batched independent runs (several learning rates or seeds).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,12 +41,48 @@ class Problem:
         """Flat initial parameters (P,) on the device."""
         raise NotImplementedError
 
+    #: True when the forward pass changes state that travels with versions (a module's
+    #: buffers): the sequential engine then keeps each row's buffers (see
+    #: :mod:`asyncsim.train.sequential`) and the batched engine is not available.
+    stateful: bool = False
+    #: False when gradients cannot be computed for stacked parameter sets (no batched engine).
+    functional: bool = True
+    #: True when :meth:`grad_one` / :meth:`grads` leave the minibatch loss they computed anyway
+    #: in ``last_loss`` (0-d) / ``last_losses`` (B,): the engines average it between logs into
+    #: the ``batch_loss`` curve at no extra forward pass.
+    tracks_loss: bool = False
+    last_loss = None
+    last_losses = None
+
     def batch_indices(self, seed: int, step, worker, occurrence):
-        """Minibatch indices (R, batch_size) on the device for trace rows, or None (no data)."""
+        """Minibatch indices (R, batch_size) on the device for trace rows, or None (no data,
+        or every example in every gradient)."""
         return None
 
-    def grad_one(self, x, idx):
-        """Gradient (P,) of one minibatch at parameters x (P,) — the sequential reference."""
+    def row_seeds(self, seed: int, step, worker, occurrence):
+        """Per-row seeds of the forward pass's randomness (dropout), or None (deterministic)."""
+        return None
+
+    def bind(self, x) -> None:
+        """Called by the sequential engine with its master vector before the replay."""
+
+    def unbind(self) -> None:
+        """Called after the replay (also after an error)."""
+
+    def get_buffers(self):
+        """Copies of the server's current buffers (stateful problems only)."""
+        return None
+
+    def set_buffers(self, bufs) -> None:
+        """Make ``bufs`` (from :meth:`get_buffers`) the current buffers (stateful problems only)."""
+
+    def log_cost(self) -> float:
+        """Work of one log (loss and validation metrics) in units of one gradient row."""
+        return 1.0
+
+    def grad_one(self, x, idx, seed=None):
+        """Gradient (P,) of one minibatch at parameters x (P,) — the sequential reference.
+        ``seed``: the row's seed from :meth:`row_seeds` (None when deterministic)."""
         raise NotImplementedError
 
     def grads(self, X, idx):
@@ -92,7 +129,7 @@ class QuadraticProblem(Problem):
 
         return torch.ones(self.n_params, dtype=self.dtype, device=self.device)
 
-    def grad_one(self, x, idx):
+    def grad_one(self, x, idx, seed=None):
         return self.lam * x
 
     def grads(self, X, idx):
@@ -106,13 +143,36 @@ class QuadraticProblem(Problem):
         return (lambda v: lam * v), float(0.5 * (x * x * lam).sum())
 
 
-class ModelProblem(Problem):
+class DataProblem(Problem):
+    """A problem with data: an evaluation subset (``Xe``, ``ye``), optional validation data
+    (``Xv``, ``yv``) and ``_eval(X, Xd, yd) -> (loss (L,), accuracy (L,) or None)``."""
+
+    def loss(self, X):
+        return self._eval(X, self.Xe, self.ye)[0]
+
+    def val_metrics(self, X) -> dict[str, Any]:
+        if self.Xv is None:
+            return {}
+        loss, acc = self._eval(X, self.Xv, self.yv)
+        out = {"val_loss": loss}
+        if acc is not None:
+            out["val_accuracy"] = acc
+        return out
+
+    def log_cost(self) -> float:
+        """One forward pass per evaluated example, against ~3 per example of a gradient row."""
+        n = len(self.Xe) + (0 if self.Xv is None else len(self.Xv))
+        return n / (3.0 * self.batch_size)
+
+
+class ModelProblem(DataProblem):
     """A functional model on a dataset with minibatches drawn by (seed, step, worker)."""
 
     kind = "model"
+    tracks_loss = True
 
-    def __init__(self, dataset: Dataset, model: ModelSpec, device, dtype, batch_size: int = 32,
-                 eval_size: int = 1024, hessian_size: int = 8192):
+    def __init__(self, dataset: Dataset, model: ModelSpec, device, dtype, batch_size: int | None = 32,
+                 eval_size: int | None = 1024, hessian_size: int = 8192):
         import torch
 
         if dataset.task not in ("classification", "regression"):
@@ -121,9 +181,12 @@ class ModelProblem(Problem):
         self.model = model
         self.device = device
         self.dtype = dtype
-        self.batch_size = int(batch_size)
+        self.full_batch = batch_size is None
+        self.batch_size = dataset.n_train if batch_size is None else int(batch_size)
         if self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {batch_size}")
+        if eval_size is None:
+            eval_size = dataset.n_train
         self.n_params = model.n_params
         self.sizes = model.sizes
         self.shapes = model.shapes
@@ -160,6 +223,8 @@ class ModelProblem(Problem):
     def batch_indices(self, seed, step, worker, occurrence):
         import torch
 
+        if self.full_batch:
+            return None
         idx = minibatch_indices(seed, step, worker, occurrence, self.batch_size, self.n_train)
         return torch.as_tensor(idx, device=self.device)
 
@@ -181,15 +246,17 @@ class ModelProblem(Problem):
         return ((out - y) ** 2).mean(-1)
 
     # ---------------------------------------------------------------- gradients
-    def grad_one(self, x, idx):
+    def grad_one(self, x, idx, seed=None):
         import torch
 
         # One autograd leaf per tensor, each a view of the master vector (a single flat leaf
         # made backward 2-3x slower, DESIGN.md "Trainer: measured facts").
         leaves = [p.detach().requires_grad_(True) for p in self._views(x)]
-        out = self.model.forward(leaves, self.X[idx])
-        loss = self._per_sample(out, self.y[idx]).mean()
+        Xb, yb = (self.X, self.y) if idx is None else (self.X[idx], self.y[idx])
+        out = self.model.forward(leaves, Xb)
+        loss = self._per_sample(out, yb).mean()
         gs = torch.autograd.grad(loss, leaves)
+        self.last_loss = loss.detach()
         return torch.cat([g.reshape(-1) for g in gs])
 
     def grads(self, X, idx):
@@ -197,11 +264,16 @@ class ModelProblem(Problem):
 
         B = X.shape[0]
         leaves = [p.detach().requires_grad_(True) for p in self._views_batched(X)]
-        out = self.model.forward_batched(leaves, self.X[idx])
+        if idx is None:  # full batch: every row sees every example
+            Xb, yb = self.X.expand(B, *self.X.shape), self.y.expand(B, *self.y.shape)
+        else:
+            Xb, yb = self.X[idx], self.y[idx]
+        out = self.model.forward_batched(leaves, Xb)
         # Rows are independent, so the gradient of the sum of per-row mean losses w.r.t. the
         # stacked parameters is each row's own gradient.
-        loss = self._per_sample(out, self.y[idx]).mean(1).sum()
-        gs = torch.autograd.grad(loss, leaves)
+        rows = self._per_sample(out, yb).mean(1)
+        gs = torch.autograd.grad(rows.sum(), leaves)
+        self.last_losses = rows.detach()
         return torch.cat([g.reshape(B, -1) for g in gs], dim=1)
 
     # ------------------------------------------------------------------- losses
@@ -217,18 +289,6 @@ class ModelProblem(Problem):
             if self.classification:
                 acc = (out.argmax(-1) == yd).to(X.dtype).mean(1)
         return loss, acc
-
-    def loss(self, X):
-        return self._eval(X, self.Xe, self.ye)[0]
-
-    def val_metrics(self, X):
-        if self.Xv is None:
-            return {}
-        loss, acc = self._eval(X, self.Xv, self.yv)
-        out = {"val_loss": loss}
-        if acc is not None:
-            out["val_accuracy"] = acc
-        return out
 
     def accuracy(self, X):
         """Training accuracy (L,) on the evaluation subset (classification only)."""
@@ -262,17 +322,50 @@ def default_model(dataset: Dataset) -> str | None:
     return "mlp:64"
 
 
-def make_problem(dataset: Any = "quadratic", model: str | None = None, *, device="auto",
+def _is_module(model) -> bool:
+    if model is None or isinstance(model, str):
+        return False
+    import torch
+
+    return isinstance(model, torch.nn.Module)
+
+
+def make_problem(dataset: Any = "quadratic", model: Any = None, *, device="auto",
                  dtype=None, dim: int | None = None, sharpness: float | None = None,
-                 batch_size: int = 32, data_seed: int = 0, val_fraction: float = 0.2,
-                 eval_size: int = 1024) -> Problem:
+                 batch_size: int | None = 32, data_seed: int = 0, val_fraction: float = 0.2,
+                 eval_size: int | None = 1024, loss=None, val_dataset=None) -> Problem:
     """Build a :class:`Problem`: a dataset (name, file, dict or :class:`Dataset`) and a model
     spec (``linear``, ``mlp:128``, ``cnn``; ignored for ``quadratic`` unless given, which is an
-    error). ``dtype`` defaults to float64 for the quadratic and float32 for models."""
+    error). ``dtype`` defaults to float64 for the quadratic and float32 for models.
+
+    ``model`` may be the user's own ``torch.nn.Module``, with ``loss`` (a callable
+    ``loss(output, target)`` returning the mean loss; default cross-entropy for integer targets,
+    mean squared error otherwise), ``dataset`` as ``(X, y)`` tensors or arrays, a dict
+    ``{"X", "y"[, "X_val", "y_val"]}`` or a ``torch.utils.data.Dataset`` of ``(x, y)`` pairs,
+    and ``val_dataset`` likewise: see :class:`asyncsim.train.module.ModuleProblem`."""
     import torch
 
     if isinstance(dataset, Problem):
         return dataset
+    from .module import ModuleProblem, is_user_spec, load_user_module, resolve_loss
+
+    if is_user_spec(model):
+        model = load_user_module(model)
+    loss = resolve_loss(loss)
+    if _is_module(model):
+        name = "tensors"
+        if isinstance(dataset, (str, Path, Dataset)):  # a named dataset or file, as arrays
+            ds = load_dataset(dataset, dim=dim, data_seed=data_seed, val_fraction=val_fraction)
+            if ds.task == "quadratic":
+                raise InputError("the quadratic dataset has no data for a module; give data")
+            dataset = {"X": ds.X_train, "y": ds.y_train}
+            if val_dataset is None and ds.X_val is not None and len(ds.X_val):
+                val_dataset = (ds.X_val, ds.y_val)
+            name = ds.name
+        return ModuleProblem(model, loss, dataset, batch_size=batch_size, device=device, dtype=dtype,
+                             val_dataset=val_dataset, eval_size=eval_size, name=name)
+    if loss is not None or val_dataset is not None:
+        raise InputError("loss= and val_dataset= go with a user nn.Module as model=")
     dev = resolve_device(device)
     ds = load_dataset(dataset, dim=dim, sharpness=sharpness, data_seed=data_seed,
                       val_fraction=val_fraction)

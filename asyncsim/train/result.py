@@ -29,7 +29,12 @@ class TrainResult:
     parameters after k updates (k = 0: the initial parameters) and ``sim_time[i]`` the trace's
     simulated time at which update k was applied (``t_applied`` of step k−1; 0 for k = 0).
     A diverged run stops at the first logged step whose loss is non-finite or above
-    ``divergence_factor`` × the initial loss; ``diverged_step`` is that k.
+    ``divergence_factor`` × the initial loss; ``diverged_step`` is that k. ``verdict`` is
+    ``converged``, ``unstable`` or ``diverged`` (rule: :mod:`asyncsim.train.curves`).
+    ``val_curves`` maps ``val_loss`` (and ``val_accuracy`` for classification) to arrays
+    aligned with ``log_step`` (empty without validation data or when not logged);
+    ``batch_loss[i]`` is the mean minibatch loss of the gradients applied between logs i−1
+    and i (NaN at 0; None for the quadratic).
     """
 
     __repr__ = dataclass_repr  # arrays by shape (asyncsim._repr)
@@ -56,6 +61,13 @@ class TrainResult:
     wall_time_s: float = float("nan")
     params: np.ndarray | None = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
+    verdict: str = ""
+    val_curves: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    batch_loss: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if not self.verdict:
+            self.verdict = "diverged" if self.diverged else "converged"
 
     @property
     def updates_per_s(self) -> float:
@@ -64,6 +76,7 @@ class TrainResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (non-finite numbers become ``None``; no per-step arrays)."""
         d = {
+            "verdict": self.verdict,
             "diverged": bool(self.diverged),
             "diverged_step": None if self.diverged_step is None else int(self.diverged_step),
             "final_loss": _num(self.final_loss),
@@ -87,20 +100,39 @@ class TrainResult:
         return d
 
     def metrics_table(self) -> dict[str, np.ndarray]:
-        """The logged curve as columns ``step``, ``sim_time``, ``loss`` (what ``save_metrics`` writes)."""
-        return {"step": np.asarray(self.log_step, dtype=np.int64),
-                "sim_time": np.asarray(self.sim_time, dtype=np.float64),
-                "loss": np.asarray(self.loss, dtype=np.float64)}
+        """Columns ``step``, ``sim_time``, ``loss`` and any validation curves, per logged update."""
+        out = {"step": np.asarray(self.log_step, dtype=np.int64),
+               "sim_time": np.asarray(self.sim_time, dtype=np.float64),
+               "loss": np.asarray(self.loss, dtype=np.float64)}
+        if self.batch_loss is not None:
+            out["batch_loss"] = np.asarray(self.batch_loss, dtype=np.float64)
+        for k, v in self.val_curves.items():
+            out[k] = np.asarray(v, dtype=np.float64)
+        return out
+
+    def time_to_target(self, target: float) -> tuple[float | None, int | None]:
+        """``(simulated time, update)`` of the first logged update whose training loss is
+        ≤ ``target``, or ``(None, None)`` when none is (a diverged run never reaches it after
+        diverging: its curve stops there)."""
+        loss = np.asarray(self.loss, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            hit = np.flatnonzero(np.isfinite(loss) & (loss <= float(target)))
+        if not len(hit):
+            return None, None
+        i = int(hit[0])
+        return float(self.sim_time[i]), int(self.log_step[i])
 
     def save_metrics(self, path: str | Path) -> Path:
-        """Per-logged-step loss and simulated time, as CSV (``.csv``) or Parquet (otherwise)."""
+        """Per-logged-update loss, validation metrics and simulated time, as CSV (``.csv``) or
+        Parquet (otherwise)."""
         path = Path(path)
         cols = self.metrics_table()
         with atomic_path(path) as tmp:
             if path.suffix.lower() == ".csv":
-                lines = ["step,sim_time,loss"]
-                lines += [f"{s},{t!r},{v!r}" for s, t, v in
-                          zip(cols["step"].tolist(), cols["sim_time"].tolist(), cols["loss"].tolist())]
+                names = list(cols)
+                lists = [cols[k].tolist() for k in names]
+                lines = [",".join(names)]
+                lines += [",".join(repr(v) if isinstance(v, float) else str(v) for v in row) for row in zip(*lists)]
                 tmp.write_text("\n".join(lines) + "\n")
             else:
                 import json
@@ -131,14 +163,23 @@ def plot_results(results, path: str | Path, labels=None, title: str | None = Non
     for i, r in enumerate(results):
         lab = labels[i] if labels else (f"lr={r.lr:g}" if len(results) > 1 else None)
         loss = np.asarray(r.loss, dtype=float)
-        pos = np.isfinite(loss) & (loss > 0)
+        with np.errstate(invalid="ignore"):
+            pos = np.isfinite(loss) & (loss > 0) & (loss < 1e300)  # log axes overflow beyond
         ax1.plot(np.asarray(r.log_step)[pos], loss[pos], label=lab)
-        ax2.plot(np.asarray(r.sim_time)[pos], loss[pos], label=lab)
+        line = ax2.plot(np.asarray(r.sim_time)[pos], loss[pos], label=lab)[0]
+        vl = r.val_curves.get("val_loss") if r.val_curves else None
+        if vl is not None and len(vl) == len(loss):
+            vl = np.asarray(vl, dtype=float)
+            with np.errstate(invalid="ignore"):
+                vp = np.isfinite(vl) & (vl > 0) & (vl < 1e300)
+            vlab = "validation" if len(results) == 1 else None
+            ax1.plot(np.asarray(r.log_step)[vp], vl[vp], ls="--", color=line.get_color(), label=vlab)
+            ax2.plot(np.asarray(r.sim_time)[vp], vl[vp], ls="--", color=line.get_color(), label=vlab)
         if r.diverged and r.diverged_step is not None:
             ax1.axvline(r.diverged_step, color="red", ls=":", lw=1)
     for ax, xl in ((ax1, "update"), (ax2, "simulated time (s)")):
         ax.set_xlabel(xl)
-        ax.set_ylabel("training loss")
+        ax.set_ylabel("loss (dashed: validation)" if any(r.val_curves for r in results) else "training loss")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     if any(lab for lab in (labels or [])) or len(results) > 1:

@@ -100,6 +100,8 @@ def sharpness_info(problem: Any = "quadratic", model: str | None = None, *, para
         raise InputError(f"tol must be > 0, got {tol}")
     if int(max_iter) < 1:
         raise InputError(f"max_iter must be >= 1, got {max_iter}")
+    if dtype == "float64" and model is not None and not isinstance(model, str):
+        dtype = None  # a user's module keeps its own dtype
     prob = problem if isinstance(problem, Problem) else make_problem(
         problem, model, device=device, dtype=dtype, **problem_kwargs)
     if params is None:
@@ -131,7 +133,8 @@ def sharpness(problem: Any = "quadratic", model: str | None = None, *, params=No
     method: ``"lanczos"`` (default) or ``"power"``; ``tol``: relative tolerance;
         ``max_iter``: cap on Hessian-vector products.
     dtype: float64 by default (HVPs in float32 limit the accuracy to about 1e-6).
-    problem_kwargs: ``dim``, ``sharpness`` (quadratic), ``batch_size``, ``data_seed``, ...
+    problem_kwargs: ``dim``, ``sharpness`` (quadratic), ``batch_size``, ``data_seed``, ``loss``
+        (with a user's ``nn.Module`` as ``model``, which keeps its own dtype), ...
     """
     return sharpness_info(problem, model, params=params, method=method, tol=tol, max_iter=max_iter,
                           seed=seed, device=device, dtype=dtype, **problem_kwargs).value

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from .problem import Problem, make_problem
+from .optim import check_lr
 from .replay import replay_many
 from .sharpness import sharpness_info
 from .._repr import dataclass_repr
@@ -158,7 +159,8 @@ def empirical_threshold(trace, dataset: Any = "quadratic", model: str | None = N
                         max_rounds: int = 40, divergence_factor: float = 1e3,
                         log_every: int | None = None, pretrain_steps: int = 500,
                         pretrain_lr: float | None = None, predictions: bool = True,
-                        engine: str = "auto") -> ThresholdResult:
+                        engine: str = "auto", loss=None, val_dataset=None,
+                        **optimizer_kwargs) -> ThresholdResult:
     """Largest non-diverging learning rate for replaying ``trace`` (bisection on η).
 
     The sharpness a is measured (Lanczos) at the starting point; the search starts around the
@@ -167,12 +169,22 @@ def empirical_threshold(trace, dataset: Any = "quadratic", model: str | None = N
     :func:`~asyncsim.train.replay_many` pass — until lr_diverged/lr_stable − 1 ≤ ``rtol``.
     If divergence is not monotone in η, the bracket is [largest stable below the smallest
     diverging, smallest diverging] and a note says so.
+
+    ``model`` may be a user's ``nn.Module`` (with ``loss``, ``dataset`` as for
+    :func:`~asyncsim.train.replay`; the module is left unchanged), and ``optimizer_kwargs`` are
+    :func:`~asyncsim.train.replay`'s optimizer keywords (``weight_decay``, ``schedule``, …).
+    Cost: (rounds × ``lrs_per_round``) replays of ``steps`` updates, batched per round where
+    the engine allows.
     """
     if not (rtol > 0):
         raise InputError(f"rtol must be > 0, got {rtol}")
-    k = max(int(lrs_per_round), 1)
+    if int(lrs_per_round) < 1:
+        raise InputError(f"lrs_per_round must be >= 1, got {lrs_per_round}")
+    k = int(lrs_per_round)
+    if pretrain_lr is not None:
+        check_lr(pretrain_lr)
     problem = make_problem(dataset, model, device=device, dtype=dtype, dim=dim, sharpness=sharpness,
-                           batch_size=batch_size)
+                           batch_size=batch_size, loss=loss, val_dataset=val_dataset)
     T = int(trace.n_updates if steps is None else steps)
     x0 = None
     if from_minimum and problem.kind != "quadratic":
@@ -190,7 +202,8 @@ def empirical_threshold(trace, dataset: Any = "quadratic", model: str | None = N
             return
         res = replay_many(trace, lrs, seeds=[seed], dataset=problem, optimizer=optimizer,
                           momentum=momentum, dampening=dampening, steps=T, init=x0,
-                          log_every=log_every, divergence_factor=divergence_factor, engine=engine)
+                          log_every=log_every, divergence_factor=divergence_factor, engine=engine,
+                          log_val=False, **optimizer_kwargs)
         for lr, r in zip(lrs, res):
             evals[lr] = (r.diverged, r.diverged_step)
 

@@ -55,6 +55,10 @@ class WorkerGroup(_Model):
         description="Where the workers sit: a rack index (two_tier) or node name (custom); one value for "
         "the whole group or one per worker. Default: two_tier fills racks in order; custom requires it.",
     )
+    cost_per_hour: Optional[float] = Field(
+        default=None, ge=0,
+        description="Price of one of these workers for one hour, in the scenario's currency "
+        "(default: the scenario's cost_per_worker_hour).")
     gpus_per_node: int = Field(
         default=1, ge=1,
         description="Workers (GPUs) per machine: consecutive workers of the group share a node, linked by "
@@ -238,6 +242,8 @@ class Scenario(_Model):
     stop: Stop = Field(default_factory=lambda: Stop(updates=10_000), description="When the run ends.")
     faults: tuple[FaultSpec, ...] = Field(
         default=(), description="Scheduled and random faults (crash, restart, slowdown, link, random_crash).")
+    currency: str = Field(default="USD", min_length=1, max_length=12,
+                          description="The currency of every price in the scenario (used in plan reports).")
     cost_per_worker_hour: Optional[float] = Field(
         default=None, ge=0, description="Price of one worker for one hour (turns time into money in plans).")
 

@@ -306,3 +306,41 @@ def test_plan_warns_about_a_varied_key_that_does_nothing(tmp_path):
     plan = PlanSpec(load_scenario(with_model), vary=[("network.bandwidth_gbps", [1, 10])], policies=["async"],
                     updates=200, criteria="mean", baseline="sync")
     assert run_plan(plan, tmp_path / "b", SerialBackend(), report=False).warnings == []
+
+
+def test_deadline_and_budget_pick_the_rows_that_answer_them(tmp_path, capsys):
+    priced = {**EXP, "currency": "EUR", "workers": [{**EXP["workers"][0], "cost_per_hour": 3.0}]}
+    p = tmp_path / "priced.yaml"
+    p.write_text(yaml.safe_dump(priced))
+    out = tmp_path / "dl"
+    rc = run(["plan", str(p), "--vary", "workers.0.count=2,4,6", "--policies", "async", "--updates", "300",
+              "--sharpness", "1", "--train", "quadratic", "--target", "1e-3", "--criterion", "mean",
+              "--deadline", "1e9", "--budget", "1e9", "--jobs", "1", "--out", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    res = json.loads(captured.out)
+    rows = [r for r in read_table(out / "results.parquet") if math.isfinite(r["time_to_target"])]
+    assert rows
+    for r in rows:  # per-group price x count x hours
+        assert r["cost_to_target"] == pytest.approx(3.0 * r["n_workers"] * r["time_to_target"] / 3600, rel=1e-12)
+    cheapest = min(rows, key=lambda r: (r["cost_to_target"], r["time_to_target"]))
+    fastest = min(rows, key=lambda r: (r["time_to_target"], r["cost_to_target"]))
+    d = res["decision"]
+    assert (d["cheapest_within_deadline"]["workers.0.count"], d["cheapest_within_deadline"]["policy"]) == \
+        (cheapest["workers.0.count"], cheapest["policy"])
+    assert (d["fastest_within_budget"]["workers.0.count"], d["fastest_within_budget"]["policy"]) == \
+        (fastest["workers.0.count"], fastest["policy"])
+    assert "EUR" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--deadline", "-1", "--train", "quadratic", "--target", "1e-3"], "--deadline"),
+    (["--deadline", "10"], "--train"),
+    (["--budget", "10", "--train", "quadratic", "--target", "1e-3"], "prices"),
+])
+def test_deadline_and_budget_bad_input(tmp_path, capsys, args, needle):
+    p = tmp_path / "unpriced.yaml"
+    p.write_text(yaml.safe_dump({k: v for k, v in EXP.items() if k != "cost_per_worker_hour"}))
+    assert run(["plan", str(p), "--updates", "50", "--out", str(tmp_path / "x")] + args) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1, err

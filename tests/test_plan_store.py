@@ -138,3 +138,35 @@ def test_inert_keys_flag_a_varied_key_that_changes_nothing():
     assert inert_keys(rows, ["network.bandwidth_gbps", "workers.0.count"]) == ["network.bandwidth_gbps"]
     rows[0]["update_rate"] = 99.0   # one row differs: the key did something
     assert inert_keys(rows, ["network.bandwidth_gbps", "workers.0.count"]) == []
+
+
+def test_budget_warning_when_a_policy_ran_out_before_another_reached_the_target():
+    from asyncsim.plan.store import budget_warnings
+
+    rows = [{"grid_point": 0, "workers.0.count": 8, "policy": "async", "sim_time": 738.0,
+             "time_to_target": float("nan")},
+            {"grid_point": 0, "workers.0.count": 8, "policy": "sync", "sim_time": 3000.0, "time_to_target": 2190.0}]
+    w = budget_warnings(rows, ["workers.0.count"])
+    assert len(w) == 1 and "async at workers.0.count=8 ran out of budget at 738 s" in w[0] and "2190" in w[0]
+    rows[0]["sim_time"] = 2500.0   # it had the time and did not get there: no budget problem
+    assert budget_warnings(rows, ["workers.0.count"]) == []
+    rows[0]["sim_time"] = 738.0
+    rows[1]["time_to_target"] = float("nan")   # nobody reached it: nothing to compare
+    assert budget_warnings(rows, ["workers.0.count"]) == []
+
+
+def test_cluster_price_and_decisions():
+    from asyncsim.plan.store import cluster_price, decide
+
+    sc = {"cost_per_worker_hour": 2.0, "workers": [{"count": 4}, {"count": 2, "cost_per_hour": 5.0}]}
+    assert cluster_price(sc) == 4 * 2.0 + 2 * 5.0
+    assert cluster_price({"workers": [{"count": 3}]}) is None
+    assert cluster_price({"workers": [{"count": 3, "cost_per_hour": 1.0}, {"count": 1}]}) is None  # half priced
+    rows = [{"n": 4, "policy": "async", "time_to_target": 50.0, "cost_to_target": 3.0},
+            {"n": 8, "policy": "async", "time_to_target": 20.0, "cost_to_target": 4.0},
+            {"n": 16, "policy": "async", "time_to_target": 15.0, "cost_to_target": 9.0},
+            {"n": 16, "policy": "sync", "time_to_target": float("nan"), "cost_to_target": float("nan")}]
+    d = decide(rows, ["n"], deadline=30.0, budget=5.0)
+    assert d["cheapest_within_deadline"]["n"] == 8          # 4 workers miss the deadline
+    assert d["fastest_within_budget"]["n"] == 8             # 16 workers cost too much
+    assert decide(rows, ["n"], deadline=1.0)["cheapest_within_deadline"] is None

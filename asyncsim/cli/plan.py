@@ -96,6 +96,19 @@ def _print_table(res, plan) -> None:
     out.print(t)
     for w in res.warnings:
         console.print(f"[yellow]warning:[/] {w}")
+    cur = plan.scenario.currency
+    for key, label in (("cheapest_within_deadline", f"cheapest within the {plan.deadline} s deadline"),
+                       ("fastest_within_budget", f"fastest within the budget of {plan.budget} {cur}")):
+        if res.decision is None or key not in res.decision:
+            continue
+        d = res.decision[key]
+        if d is None:
+            console.print(f"[bold]{label}:[/] no configuration reaches the target")
+            continue
+        where = ", ".join(f"{k}={d.get(k)}" for k in plan.vary_keys)
+        cost = f", {_num(d.get('cost_to_target'))} {cur}" if d.get("cost_to_target") is not None else ""
+        console.print(f"[bold]{label}:[/] {d['policy']}{' at ' + where if where else ''}: target in "
+                      f"{_num(d['time_to_target'])} s{cost}")
     n_warn = sum(1 for r in rows if r.get("warnings"))
     if n_warn:
         console.print(f"{n_warn} rows where the stability criteria disagree (see the report); "
@@ -114,6 +127,12 @@ def plan(
     policies: Optional[str] = typer.Option(
         None, "--policies", "-p", help="Comma list of async,sync,backup,k_async,ssp,round_robin,allreduce "
         "(the baseline is always added). Default: the scenario's policy and the baseline."),
+    deadline: Optional[float] = typer.Option(
+        None, "--deadline", help="With --train: print the cheapest configuration that reaches the target within "
+        "this many simulated seconds."),
+    budget: Optional[float] = typer.Option(
+        None, "--budget", help="With --train and prices: print the fastest configuration whose cost to reach the "
+        "target is within this amount (the scenario's currency)."),
     baseline: Optional[str] = typer.Option(
         None, "--baseline", metavar="POLICY", help="The S-SGD every speed-up is against: sync (through the parameter server) or "
         "allreduce (collectives). Default: allreduce when the scenario has a network, else sync."),
@@ -151,7 +170,7 @@ def plan(
     from ..plan.backends import make_backend
     from ..plan.run import run_plan
 
-    cli = {"vary": vary, "policies": policies, "baseline": baseline, "updates": updates, "time": time_, "seed": seed,
+    cli = {"vary": vary, "policies": policies, "baseline": baseline, "deadline": deadline, "budget": budget, "updates": updates, "time": time_, "seed": seed,
            "base_lr": base_lr, "sharpness": sharpness, "lr_fraction": lr_fraction, "optimizer": optimizer,
            "momentum": momentum, "criteria": criteria, "engine": engine, "train": train, "target": target,
            "steps": steps, "backend": backend,

@@ -56,7 +56,7 @@ BASELINES = ("sync", "allreduce")
 #: Keys a plan file may hold (anything else is an error, so typos are caught).
 PLAN_FILE_KEYS = ("scenario", "vary", "policies", "updates", "time", "seed", "base_lr", "sharpness",
                   "lr_fraction", "optimizer", "momentum", "criteria", "train", "target", "steps", "batch_size",
-                  "backend", "ray_address", "workers", "out", "engine", "baseline")
+                  "backend", "ray_address", "workers", "out", "engine", "baseline", "deadline", "budget")
 
 
 def policy_defaults(kind: str, n_workers: int) -> dict[str, Any]:
@@ -172,6 +172,10 @@ class PlanSpec:
     #: server) or allreduce (collectives); default allreduce when the scenario has
     #: a network, else sync
     baseline: str | None = None
+    #: with --train: report the cheapest row reaching the target within this many simulated
+    #: seconds, and the fastest whose cost to target is within this budget
+    deadline: float | None = None
+    budget: float | None = None
 
     CRITERIA = ("mean", "mean-square", "trace")
 
@@ -215,6 +219,17 @@ class PlanSpec:
         dup = {k for k in keys if keys.count(k) > 1}
         if dup:
             raise InputError(f"--vary {sorted(dup)[0]} given twice")
+        for name in ("deadline", "budget"):
+            v = getattr(self, name)
+            if v is not None:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+                    raise InputError(f"--{name} must be a finite number > 0, got {v!r}")
+                if self.train is None:
+                    raise InputError(f"--{name} needs --train DATASET/MODEL and --target LOSS (it is about the "
+                                     f"time to reach the target)")
+        if self.budget is not None and self.scenario.cost_per_worker_hour is None and \
+                all(g.cost_per_hour is None for g in self.scenario.workers):
+            raise InputError("--budget needs prices: cost_per_hour in the worker groups or cost_per_worker_hour")
         if self.baseline is None:
             self.baseline = "allreduce" if self.scenario.network is not None else "sync"
         if self.baseline not in BASELINES:

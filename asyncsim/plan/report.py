@@ -217,17 +217,17 @@ def _vs_parameter_figure(rows, vary_keys, has_lr) -> bytes | None:
     return _png(fig)
 
 
-def _pareto_axes(rows, has_train) -> list[tuple[str, str, str, str]]:
+def _pareto_axes(rows, has_train, currency: str = "USD") -> list[tuple[str, str, str, str]]:
     """(xkey, xlabel, ykey, ylabel) of each Pareto panel: against cluster size, and against cost
-    when the scenario has ``cost_per_worker_hour``."""
+    when the scenario has prices (in its ``currency``)."""
     ykey = "time_to_target" if has_train else "time_per_update"
     ylab = "time to target, simulated (s)" if has_train else "time per update, simulated (s)"
     panels = [("n_workers", "workers (cluster size)", ykey, ylab)]
     if any(_finite(r.get("cost_per_hour")) for r in rows):
         if has_train:
-            panels.append(("cost_to_target", "cost to reach the target (price units)", ykey, ylab))
+            panels.append(("cost_to_target", f"cost to reach the target ({currency})", ykey, ylab))
         else:
-            panels.append(("cost_per_hour", "cluster cost per hour (price units)", ykey, ylab))
+            panels.append(("cost_per_hour", f"cluster cost per hour ({currency})", ykey, ylab))
     return panels
 
 
@@ -235,11 +235,11 @@ def _front_label(row, vary_keys) -> str:
     return row["policy"] + (f" {_point_label({k: row.get(k) for k in vary_keys})}" if vary_keys else "")
 
 
-def _pareto_figure(rows, vary_keys, has_train):
+def _pareto_figure(rows, vary_keys, has_train, currency: str = "USD"):
     """The figure (or None) and, per panel, ``(xkey, xlab, ykey, ylab, front indices)``."""
     plt = _plt()
     panels = []
-    for xkey, xlab, ykey, ylab in _pareto_axes(rows, has_train):
+    for xkey, xlab, ykey, ylab in _pareto_axes(rows, has_train, currency):
         xs = [r.get(xkey) for r in rows]
         ys = [r.get(ykey) for r in rows]
         panels.append((xkey, xlab, ykey, ylab, pareto_front(xs, ys)))
@@ -317,6 +317,26 @@ code{background:#f3f3f3;padding:0 .25em} .note{color:#555} ul.warn li{margin-bot
 """
 
 
+def decision_lines(meta: dict[str, Any], vary_keys: list[str]) -> list[str]:
+    """The answers to ``--deadline`` and ``--budget``, one sentence each."""
+    d = meta.get("decision") or {}
+    cur = meta.get("currency") or "USD"
+    out = []
+    for key, label in (("cheapest_within_deadline", f"Cheapest within the {meta.get('deadline')} s deadline"),
+                       ("fastest_within_budget", f"Fastest within the budget of {meta.get('budget')} {cur}")):
+        if key not in d:
+            continue
+        r = d[key]
+        if r is None:
+            out.append(f"{label}: no configuration reaches the target.")
+            continue
+        where = _point_label({k: r.get(k) for k in vary_keys})
+        cost = f", {_fmt(r.get('cost_to_target'))} {cur}" if r.get("cost_to_target") is not None else ""
+        out.append(f"{label}: {POLICY_LABELS.get(r['policy'], r['policy'])}"
+                   f"{' at ' + where if where else ''}, target in {_fmt(r['time_to_target'])} s{cost}.")
+    return out
+
+
 def write_report(out_dir: str | Path, rows: list[dict[str, Any]], curves: dict[str, dict], *,
                  vary_keys: list[str], meta: dict[str, Any]) -> dict[str, Path]:
     """Write ``report.html``, ``report.md`` and ``figures/*.png`` under ``out_dir``; return their paths."""
@@ -327,7 +347,7 @@ def write_report(out_dir: str | Path, rows: list[dict[str, Any]], curves: dict[s
     figs: dict[str, bytes | None] = {}
     figs["loss"] = _loss_figure(rows, curves, vary_keys, target) if has_train else None
     figs["vs-parameter"] = _vs_parameter_figure(rows, vary_keys, has_lr)
-    figs["pareto"], panels = _pareto_figure(rows, vary_keys, has_train)
+    figs["pareto"], panels = _pareto_figure(rows, vary_keys, has_train, str(meta.get("currency") or "USD"))
     paths: dict[str, Path] = {}
     for name, png in figs.items():
         if png is not None:
@@ -351,7 +371,8 @@ def write_report(out_dir: str | Path, rows: list[dict[str, Any]], curves: dict[s
                 if has_lr else "No --base-lr or --sharpness: α* only, no learning rate. ")
              + (f"Training: <code>{html.escape(str(meta.get('train')))}</code> to loss {target:g}." if has_train
                 else "") + "</p>"
-             + "".join(f"<p class='warn'>Warning: {html.escape(w)}.</p>" for w in plan_warns))
+             + "".join(f"<p class='warn'>Warning: {html.escape(w)}.</p>" for w in plan_warns)
+             + "".join(f"<p><b>{html.escape(x)}</b></p>" for x in decision_lines(meta, vary_keys)))
 
     def img(name, alt):
         png = figs.get(name)
@@ -419,6 +440,7 @@ def write_report(out_dir: str | Path, rows: list[dict[str, Any]], curves: dict[s
     md += ["", f"## {SECTIONS['table']}", "", _md_table(rows, cols), ""]
     md += [f"## {SECTIONS['warnings']}", ""]
     md += [f"- **{w}**" for w in plan_warns]
+    md += [f"- {x}" for x in decision_lines(meta, vary_keys)]
     md += ([f"- {w} (rows: {'; '.join(where)})" for w, where in warns] if warns else
            [f"No warnings: the criteria computed ({', '.join(crits)}) agree at every row."])
     md_path = out / "report.md"

@@ -14,7 +14,7 @@ from ..errors import InputError
 from .backends import Backend, LocalBackend
 from .grid import GridPoint, PlanSpec, expand
 from .point import evaluate
-from .store import ResultStore, build_rows, inert_keys, write_table
+from .store import ResultStore, budget_warnings, build_rows, decide, inert_keys, write_table
 from .._repr import dataclass_repr
 
 __all__ = ["run_plan", "PlanResult", "resolve_sharpness"]
@@ -36,13 +36,15 @@ class PlanResult:
     wall_s: float = float("nan")
     #: plan-level warnings (e.g. a varied key that changed nothing)
     warnings: list[str] = field(default_factory=list)
+    #: with --deadline / --budget: the rows that answer them (see store.decide)
+    decision: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary: the output folder, every row, counts of points computed and reused."""
         return {"out": str(self.out_dir), "rows": self.rows, "n_rows": len(self.rows),
                 "tasks": len({p.task.key for p in self.points}), "computed": self.computed,
                 "skipped": self.skipped, "sharpness": self.sharpness, "wall_s": self.wall_s,
-                "warnings": list(self.warnings),
+                "warnings": list(self.warnings), "decision": self.decision,
                 **{k: str(v) for k, v in self.paths.items()}}
 
 
@@ -112,6 +114,9 @@ def run_plan(plan: PlanSpec, out_dir: str | Path, backend: Backend | None = None
     meta = _meta(plan, a, len(rows))
     meta["warnings"] = [f"varying {k} changed nothing: every row is identical across its values "
                         f"({', '.join(map(str, dict(plan.vary)[k]))})" for k in inert_keys(rows, plan.vary_keys)]
+    meta["warnings"] += budget_warnings(rows, plan.vary_keys)
+    if plan.deadline is not None or plan.budget is not None:
+        meta["decision"] = decide(rows, plan.vary_keys, plan.deadline, plan.budget)
     paths = {"results": write_table(rows, plan.vary_keys, out / "results.parquet", metadata=meta)}
     atomic_write_text(out / "plan.json", json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     paths["plan"] = out / "plan.json"
@@ -122,7 +127,7 @@ def run_plan(plan: PlanSpec, out_dir: str | Path, backend: Backend | None = None
         rp = write_report(out, rows, curves, vary_keys=plan.vary_keys, meta=meta)
         paths["report_html"], paths["report_md"] = rp["html"], rp["md"]
     return PlanResult(out, rows, points, computed=len(todo), skipped=skipped, sharpness=a, paths=paths,
-                      wall_s=time.perf_counter() - t0, warnings=meta["warnings"])
+                      wall_s=time.perf_counter() - t0, warnings=meta["warnings"], decision=meta.get("decision"))
 
 
 def _meta(plan: PlanSpec, a: float | None, n_rows: int) -> dict[str, Any]:
@@ -134,5 +139,6 @@ def _meta(plan: PlanSpec, a: float | None, n_rows: int) -> dict[str, Any]:
             "seed": plan.run_seed, "updates": plan.updates, "time": plan.time, "base_lr": plan.base_lr,
             "sharpness": a, "lr_fraction": plan.lr_fraction, "optimizer": plan.optimizer,
             "momentum": plan.momentum, "criteria": list(plan.criteria or ()), "train": plan.train,
-            "target": plan.target, "steps": plan.steps,
+            "target": plan.target, "steps": plan.steps, "deadline": plan.deadline, "budget": plan.budget,
+            "currency": plan.scenario.currency,
             "n_rows": n_rows, "version": __version__}

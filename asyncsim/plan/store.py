@@ -32,7 +32,7 @@ __all__ = ["ResultStore", "build_rows", "write_table", "read_table", "TABLE_COLU
 
 #: Metric columns of the results table, in order (varied keys come first, then ``policy``).
 TABLE_COLUMNS = (
-    "policy", "n_workers", "update_rate", "gradient_rate", "time_per_update", "utilisation",
+    "policy", "n_workers", "update_rate", "gradient_rate", "sim_time", "time_per_update", "utilisation",
     "staleness_mean", "staleness_p50", "staleness_p99", "staleness_max", "dropped",
     "alpha_star_mean", "alpha_star_mean_square", "alpha_star_trace", "alpha_star", "criterion",
     "lr_max", "lr", "baseline", "speedup_throughput",
@@ -129,6 +129,7 @@ def build_rows(points: list[GridPoint], records: dict[str, dict[str, Any]],
             "n_workers": gp.n_workers,
             "update_rate": _f(s.get("update_rate")),
             "gradient_rate": _f(s.get("gradient_rate")),
+            "sim_time": _f(s.get("sim_time")),
             "time_per_update": _f(s.get("time_per_update")),
             "utilisation": _f(s.get("utilisation_mean")),
             "staleness_mean": _f(s.get("staleness_mean")),
@@ -154,9 +155,8 @@ def build_rows(points: list[GridPoint], records: dict[str, dict[str, Any]],
                 "final_loss": _f(tr.get("final_loss")),
                 "diverged": bool(tr.get("diverged")),
             })
-        price = gp.task.scenario.get("cost_per_worker_hour")
-        if price is not None:
-            per_hour = float(price) * gp.n_workers
+        per_hour = cluster_price(gp.task.scenario)
+        if per_hour is not None:
             row["cost_per_hour"] = per_hour
             row["cost_per_1k_updates"] = per_hour * row["time_per_update"] * 1000 / 3600
             if tr is not None:
@@ -175,6 +175,75 @@ def build_rows(points: list[GridPoint], records: dict[str, dict[str, Any]],
             r["speedup_to_target"] = t0 / t if (math.isfinite(t) and math.isfinite(t0) and t > 0) \
                 else float("nan")
     return rows
+
+
+def cluster_price(scenario: dict[str, Any]) -> float | None:
+    """Price of the whole cluster per hour: each group's ``cost_per_hour`` (else the scenario's
+    ``cost_per_worker_hour``) times its count; ``None`` when no price is given anywhere."""
+    default = scenario.get("cost_per_worker_hour")
+    total, priced = 0.0, False
+    for g in scenario.get("workers", []):
+        p = g.get("cost_per_hour", default)
+        if p is None:
+            if default is None and not priced:
+                continue
+            return None  # some groups priced, others not: no total
+        total += float(p) * int(g["count"])
+        priced = True
+    return total if priced else None
+
+
+def decide(rows: list[dict[str, Any]], vary_keys: list[str], deadline: float | None = None,
+           budget: float | None = None) -> dict[str, Any]:
+    """The rows a decision needs: the cheapest that reaches the target within ``deadline``
+    seconds of simulated time, and the fastest whose cost to target is within ``budget``
+    (``None`` where no row qualifies). Rows need ``time_to_target`` (and ``cost_to_target``)."""
+    def pick(r):
+        return {**{k: r.get(k) for k in vary_keys}, "policy": r["policy"], "time_to_target": r["time_to_target"],
+                "cost_to_target": r.get("cost_to_target")}
+
+    out: dict[str, Any] = {}
+    reached = [r for r in rows if _finite(r.get("time_to_target"))]
+    if deadline is not None:
+        ok = [r for r in reached if r["time_to_target"] <= deadline and _finite(r.get("cost_to_target"))]
+        out["cheapest_within_deadline"] = pick(min(ok, key=lambda r: (r["cost_to_target"], r["time_to_target"]))) \
+            if ok else None
+    if budget is not None:
+        ok = [r for r in reached if _finite(r.get("cost_to_target")) and r["cost_to_target"] <= budget]
+        out["fastest_within_budget"] = pick(min(ok, key=lambda r: (r["time_to_target"], r["cost_to_target"]))) \
+            if ok else None
+    return out
+
+
+def budget_warnings(rows: list[dict[str, Any]], vary_keys: list[str]) -> list[str]:
+    """Rows whose simulation budget ended, without reaching the target, at a simulated time
+    before another policy of the same grid point reached it: their "no time to target" says
+    the budget was too small, not that the policy is slower (``--updates`` gives a fast policy
+    less simulated time)."""
+    out = []
+    by_point: dict[Any, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_point.setdefault(r.get("grid_point"), []).append(r)
+    for rs in by_point.values():
+        reached = [r for r in rs if _finite(r.get("time_to_target"))]
+        if not reached:
+            continue
+        first = min(reached, key=lambda r: r["time_to_target"])
+        last = max(reached, key=lambda r: r["time_to_target"])
+        for r in rs:
+            if "time_to_target" in r and not _finite(r.get("time_to_target")) and _finite(r.get("sim_time")) \
+                    and r["sim_time"] < last["time_to_target"]:
+                where = ", ".join(f"{k}={r.get(k)}" for k in vary_keys)
+                out.append(f"{r['policy']}{' at ' + where if where else ''} ran out of budget at "
+                           f"{r['sim_time']:.4g} s of simulated time without reaching the target, while "
+                           f"{last['policy']} reached it at {last['time_to_target']:.4g} s"
+                           + (f" ({first['policy']} at {first['time_to_target']:.4g} s)" if first is not last else "")
+                           + ": compare with --time")
+    return out
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 #: the metrics compared by :func:`inert_keys`

@@ -344,3 +344,37 @@ def test_deadline_and_budget_bad_input(tmp_path, capsys, args, needle):
     assert run(["plan", str(p), "--updates", "50", "--out", str(tmp_path / "x")] + args) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1, err
+
+
+def test_terminal_table_fits_80_columns():
+    from rich.console import Console
+
+    from asyncsim.cli.plan import plan_table
+
+    plan = PlanSpec(load_scenario({**EXP, "network": {"topology": "star", "bandwidth_gbps": 10},
+                                   "model": {"parameters": 1_000_000}}),
+                    vary=[("workers.0.count", [2, 3]), ("network.server_bandwidth_gbps", [10, 40])],
+                    policies=["async", "k_async"], updates=100, sharpness=1.0, train="quadratic", target=1e-3,
+                    criteria="mean")
+    res = run_plan(plan, _tmp("narrow"), SerialBackend(), report=False)
+    con = Console(width=80, record=True, highlight=False)
+    table, note = plan_table(res, plan, 80)
+    con.print(table)
+    text = con.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "…" not in text                         # nothing cut
+    assert "workers" in text and "server link" in text and "×AR grad" in text
+    assert "allreduce" in note
+
+
+def test_a_script_without_the_main_guard_gets_one_line(tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text(
+        "import asyncsim\nfrom asyncsim.plan import PlanSpec, run_plan, make_backend\n"
+        f"plan = PlanSpec(asyncsim.load_scenario({EXP!r}), vary=[('workers.0.count', [2, 3])], "
+        "policies=['async'], updates=50, criteria='mean')\n"
+        f"run_plan(plan, {str(tmp_path / 'o')!r}, make_backend('local', workers=2), report=False)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0
+    assert 'if __name__ == "__main__":' in proc.stderr.strip().splitlines()[-1]

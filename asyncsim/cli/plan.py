@@ -61,39 +61,94 @@ def _num(v, fmt="{:.3g}"):
     return fmt.format(v)
 
 
-def _print_table(res, plan) -> None:
+#: short names of the baselines, for narrow tables
+_BASELINE_ABBR = {"allreduce": "AR", "sync": "PS"}
+
+
+def plan_table(res, plan, width: int):
+    """The results as a rich table for a console ``width`` characters wide. Columns are added
+    in order of importance for a decision (varied keys, policy, speed-ups against the baseline,
+    time to target, learning rate, staleness, ...) while they fit, with short headers below
+    120 characters; everything is in results.parquet anyway. Returns ``(table, footnote)``."""
     from rich import box
+
+    from ..plan.report import _human
 
     rows = res.rows
     has_train = plan.train is not None
-    t = Table(title=f"{plan.scenario.name}: {len(rows)} rows ({res.computed} points computed, "
-              f"{res.skipped} reused)", header_style="bold", box=box.SIMPLE_HEAD)
-    for k in plan.vary_keys:
-        t.add_column(k, justify="right")
+    has_lr = any(isinstance(r.get("lr"), float) and math.isfinite(r["lr"]) for r in rows)
     bl = plan.baseline
-    cols = [("policy", "policy"), ("upd/s", "update_rate"), (f"×{bl} grad/s", "speedup_throughput"),
-            ("τ mean", "staleness_mean"), ("τ p99", "staleness_p99"), ("α*", "alpha_star"), ("lr", "lr")]
+    narrow = width < 120
+    x = f"×{_BASELINE_ABBR.get(bl, bl)}" if narrow else f"×{bl}"
+    ratio = ("speedup_throughput", "speedup_to_target")
+    # (header, key), most important first
+    wanted = [(_human(k, short=True) if narrow else k, k) for k in plan.vary_keys]
+    wanted += [("policy", "policy"), (f"{x} grad" if narrow else f"{x} grad/s", "speedup_throughput")]
     if has_train:
-        cols += [("to target (s)", "time_to_target"), (f"×{bl} to target", "speedup_to_target"),
-                 ("final loss", "final_loss")]
-    for name, _ in cols:
-        t.add_column(name, justify="left" if name == "policy" else "right", no_wrap=True)
-    for r in rows:
-        cells = [_num(r.get(k)) if isinstance(r.get(k), float) else str(r.get(k)) for k in plan.vary_keys]
-        for name, key in cols:
-            if key == "policy":
-                cells.append(r["policy"])
-            elif key in ("speedup_throughput", "speedup_to_target"):
-                cells.append(_num(r.get(key), "{:.2f}"))
-            else:
-                cells.append(_num(r.get(key)))
-        t.add_row(*cells)
+        wanted += [(f"{x} tgt" if narrow else f"{x} to target", "speedup_to_target"),
+                   ("tgt s" if narrow else "to target (s)", "time_to_target")]
+    wanted += [("lr", "lr")] if has_lr else [("α*", "alpha_star")]
+    wanted += [("τ mean", "staleness_mean"), ("upd/s", "update_rate")]
+    if has_lr:
+        wanted.append(("α*", "alpha_star"))
+    wanted += [("τ p99", "staleness_p99")] + ([("final loss", "final_loss")] if has_train else [])
+
+    def cell(r, key):
+        v = r.get(key)
+        if key == "policy":
+            return str(v)
+        if key in ratio:
+            return _num(v, "{:.2f}")
+        return _num(v) if isinstance(v, float) or v is None else str(v)
+
+    order = {k: i for i, (_, k) in enumerate(wanted)}
+
+    def build(cols):
+        vary = [c for c in cols if c[1] in plan.vary_keys]
+        rest = sorted((c for c in cols if c[1] not in plan.vary_keys), key=lambda c: _DISPLAY_ORDER.index(c[1])
+                      if c[1] in _DISPLAY_ORDER else 99 + order[c[1]])
+        t = Table(title=f"{plan.scenario.name}: {len(rows)} rows ({res.computed} points computed, "
+                  f"{res.skipped} reused)", header_style="bold", box=box.SIMPLE_HEAD)
+        for head, key in vary + rest:
+            t.add_column(head, justify="left" if key == "policy" else "right", no_wrap=True)
+        for r in rows:
+            t.add_row(*[cell(r, key) for _, key in vary + rest])
+        return t
+
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    probe = Console(width=10_000)
+    cols: list = []
+    t = build(cols)
+    for c in wanted:  # add each column while the table still fits
+        trial = build(cols + [c])
+        if Measurement.get(probe, probe.options, trial).maximum <= width or len(cols) < 2:
+            cols.append(c)
+            t = trial
+    dropped = len(wanted) - len(cols)
+    note = (f"{x}: against {bl} at the same grid point (grad: gradient rate; tgt: time to target)"
+            if narrow else "")
+    if dropped:
+        note += ("; " if note else "") + f"{dropped} more columns in results.parquet"
+    return t, note
+
+
+#: the order columns are shown in (whichever of them fit)
+_DISPLAY_ORDER = ("policy", "update_rate", "speedup_throughput", "staleness_mean", "staleness_p99", "alpha_star",
+                  "lr", "time_to_target", "speedup_to_target", "final_loss")
+
+
+def _print_table(res, plan) -> None:
     out = console
     if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
         from rich.console import Console
 
         out = Console(highlight=False, width=200)
+    t, note = plan_table(res, plan, out.width)
     out.print(t)
+    if note:
+        out.print(note, style="dim")
     for w in res.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     cur = plan.scenario.currency

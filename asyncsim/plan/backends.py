@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from typing import Any, Callable, Protocol, Sequence
 
@@ -120,6 +121,13 @@ class LocalBackend:
             return SerialBackend().map(fn, items, on_result)
         import multiprocessing as mp
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        if mp.parent_process() is not None and getattr(sys.modules.get("__main__"), "__name__", "") == "__mp_main__":
+            # We are a worker process re-importing the user's script, which starts a plan at
+            # import time (no `if __name__ == "__main__":`): a worker must not start a pool of
+            # its own. Leave quietly; the driver reports it in one line (below).
+            os._exit(3)
 
         futures = {}
         # Workers are started (by submit) with SIGINT ignored, a disposition a spawned process
@@ -134,6 +142,12 @@ class LocalBackend:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     on_result(futures[fut], fut.result())  # re-raises a worker's exception here
+        except BrokenProcessPool:
+            _terminate(ex)
+            ex.shutdown(wait=True)
+            raise InputError("a worker process of the local backend died: if this plan runs from a Python "
+                             "script, put it under `if __name__ == \"__main__\":` (the workers re-import the "
+                             "script), or use make_backend(\"serial\")") from None
         except BaseException:
             # Ctrl-C or a failed point: stop now, keep what is finished (already reported).
             # The futures are not cancelled first: on 3.11 the pool's manager thread then fails

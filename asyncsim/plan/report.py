@@ -86,8 +86,10 @@ def _plt():
 
 
 def _png(fig) -> bytes:
+    # the figures lay themselves out (tight_layout): bbox_inches="tight" would draw every
+    # figure a second time to measure it (inlined for performance: half of a report's time)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110)
     _plt().close(fig)
     return buf.getvalue()
 
@@ -100,12 +102,61 @@ def _policy_order(rows) -> list[str]:
     return seen
 
 
+#: human names (and units) of the keys a plan usually varies; {g}: the worker group's index
+_HUMAN = {
+    "workers.{g}.count": "workers", "workers.{g}.compute.mean": "compute time (s)",
+    "workers.{g}.bandwidth_gbps": "NIC bandwidth (Gbit/s)", "workers.{g}.gpus_per_node": "GPUs per node",
+    "workers.{g}.cost_per_hour": "price per worker-hour",
+    "network.bandwidth_gbps": "NIC bandwidth (Gbit/s)", "network.server_bandwidth_gbps": "server link (Gbit/s)",
+    "network.uplink_gbps": "rack uplink (Gbit/s)", "network.oversubscription": "uplink oversubscription",
+    "network.racks": "racks", "network.intra_node_gbps": "NVLink per GPU (Gbit/s)", "network.sharing": "sharing",
+    "model.parameters": "model parameters", "model.bytes_per_parameter": "bytes per parameter",
+    "server.apply.value": "apply time (s)", "policy.aggregate": "K (aggregated)", "policy.k": "K",
+    "policy.bound": "SSP bound", "policy.bucket_mb": "bucket (MB)", "policy.algorithm": "all-reduce algorithm",
+    "n_workers": "workers",
+}
+
+
+def _human(key: str, short: bool = False) -> str:
+    """A varied key as people name it (``workers.0.count`` -> ``workers``; units in brackets
+    unless ``short``); an unknown key as it is."""
+    parts = key.split(".")
+    g = None
+    if len(parts) > 2 and parts[0] == "workers" and parts[1].isdigit():
+        g, parts = parts[1], ["workers", "{g}"] + parts[2:]
+    name = _HUMAN.get(".".join(parts))
+    if name is None:
+        return key
+    if g is not None and g != "0":
+        name = f"{name}, group {g}"
+    return name.split(" (")[0] if short else name
+
+
 def _point_label(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k.split('.')[-1] if k.count('.') else k}={_fmt(v)}" for k, v in values.items()) or "base"
+    return ", ".join(f"{_human(k, short=True)}={_fmt(v)}" for k, v in values.items()) or "base"
+
+
+def _plain_log(ax) -> None:
+    """A log y axis labelled 0.5, 1, 2, 5, 10 ... (not 5×10⁻¹), minor labels off."""
+    import matplotlib.ticker as mt
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(mt.LogLocator(subs=(1.0, 2.0, 5.0), numticks=8))
+    ax.yaxis.set_major_formatter(mt.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(mt.NullFormatter())
+
+
+def _fixed_layout(fig, nrow: int, ncol: int, *, left=0.75, right=0.25, bottom=0.6, top=0.55) -> None:
+    """Margins in inches for a grid of panels (instead of tight_layout, which draws the whole
+    figure to measure it: inlined for performance, it was most of a report's time)."""
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h,
+                        wspace=0.3 if ncol > 1 else 0.2, hspace=0.55 if nrow > 1 else 0.2)
 
 
 def _loss_figure(rows, curves, vary_keys, target) -> bytes | None:
     plt = _plt()
+    import matplotlib.ticker
     points = sorted({r["grid_point"] for r in rows})
     if not any(curves.get(r["key"]) for r in rows):
         return None
@@ -131,6 +182,10 @@ def _loss_figure(rows, curves, vary_keys, target) -> bytes | None:
                 ax.plot([r["time_to_target"]], [target], "o", color=POLICY_COLORS.get(r["policy"]), ms=5)
         ax.axhline(target, color="grey", ls="--", lw=1)
         ax.set_yscale("log")
+        # a few labelled decades, no minor ticks: readable, and log minor ticks over 300
+        # decades are most of a report's drawing time
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=5))
+        ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         # zoom on what matters: down to 1/100 of the target, and (when every policy got there)
         # up to 2.5x the slowest time to target -- a quadratic's loss can fall to 1e-300
         ymin = ax.get_ylim()[0]
@@ -147,7 +202,7 @@ def _loss_figure(rows, curves, vary_keys, target) -> bytes | None:
     for ax in list(axes.flat)[len(shown):]:
         ax.set_visible(False)
     fig.suptitle(f"Loss vs simulated wall-clock (dashed: target {target:g}; dot: target reached)", fontsize=11)
-    fig.tight_layout()
+    _fixed_layout(fig, nrow, ncol, top=0.75)
     return _png(fig)
 
 
@@ -203,16 +258,16 @@ def _vs_parameter_figure(rows, vary_keys, has_lr) -> bytes | None:
                     ax.plot(xs, [y if _finite(y) else float("nan") for y in ys],
                             label=POLICY_LABELS.get(p, p), **style)
             if logy:
-                ax.set_yscale("log")
+                _plain_log(ax)
             if not numeric:
                 ax.set_xticks(range(len(xs_all)), [_fmt(v) for v in xs_all])
-            ax.set_xlabel(xkey)
+            ax.set_xlabel(_human(xkey))
             ax.set_ylabel(ylab)
             ax.grid(alpha=0.3, which="both")
         if others:
             axes[ri][0].set_title(_point_label(dict(zip(others, combo))), fontsize=10, loc="left")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.09 / len(combos)))
+    _fixed_layout(fig, len(combos), 3, top=0.8)
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=9, frameon=False)
     return _png(fig)
 
@@ -264,12 +319,12 @@ def _pareto_figure(rows, vary_keys, has_train, currency: str = "USD"):
         ax.set_ylabel(ylab)
         fin = [y for y in ys if _finite(y) and y > 0]
         if fin and max(fin) / min(fin) > 20:
-            ax.set_yscale("log")
+            _plain_log(ax)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.suptitle("Each dot a (grid point, policy); circled: the Pareto front (nothing beats it on both axes)",
                  fontsize=10)
-    fig.tight_layout()
+    _fixed_layout(fig, 1, len(panels), top=0.6)
     return _png(fig), panels
 
 

@@ -378,3 +378,17 @@ def test_a_script_without_the_main_guard_gets_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode != 0
     assert 'if __name__ == "__main__":' in proc.stderr.strip().splitlines()[-1]
+
+
+def test_html_table_leads_with_the_decision_columns_and_sorts(tmp_path):
+    from asyncsim.plan.report import DECISION_COLUMNS
+
+    plan = PlanSpec(load_scenario(EXP), vary=[("workers.0.count", [2, 3])], policies=["async"], updates=100,
+                    sharpness=1.0, criteria="mean")
+    run_plan(plan, tmp_path / "h", SerialBackend(), report=True)
+    page = (tmp_path / "h" / "report.html").read_text()
+    table = page[page.index("<table id='results'>"):]
+    heads = [h.split("'")[1] for h in table.split("<th title=")[1:]]
+    present = [c for c in DECISION_COLUMNS if c in heads]
+    assert heads[:1 + len(present)] == ["workers.0.count"] + present
+    assert "onclick='sortBy(this)'" in table and "function sortBy" in page and "http" not in table

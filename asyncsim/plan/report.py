@@ -113,7 +113,11 @@ _HUMAN = {
     "model.parameters": "model parameters", "model.bytes_per_parameter": "bytes per parameter",
     "server.apply.value": "apply time (s)", "policy.aggregate": "K (aggregated)", "policy.k": "K",
     "policy.bound": "SSP bound", "policy.bucket_mb": "bucket (MB)", "policy.algorithm": "all-reduce algorithm",
-    "n_workers": "workers",
+    "n_workers": "workers", "speedup_throughput": "× baseline (gradients/s)",
+    "speedup_to_target": "× baseline (time to target)", "time_to_target": "time to target (s)",
+    "cost_to_target": "cost to target", "alpha_star": "α* (conservative)", "staleness_mean": "τ mean",
+    "gradient_rate": "gradients/s", "update_rate": "updates/s", "cost_per_hour": "cost per hour",
+    "lr": "lr",
 }
 
 
@@ -337,21 +341,47 @@ def _warnings(rows, vary_keys) -> list[tuple[str, list[str]]]:
     return list(groups.items())
 
 
+#: the columns a decision reads first, in this order (after the varied keys), when present
+DECISION_COLUMNS = ("policy", "speedup_throughput", "speedup_to_target", "time_to_target", "cost_to_target", "lr",
+                    "alpha_star", "staleness_mean", "gradient_rate", "update_rate", "cost_per_hour")
+
+
 def _table_columns(rows, vary_keys) -> list[str]:
+    """Varied keys, the decision columns, then everything else (what results.parquet holds)."""
     from .store import column_order
 
     skip = {"key", "warnings", "grid_point"}
-    return [c for c in column_order(rows, vary_keys) if c not in skip]
+    cols = [c for c in column_order(rows, vary_keys) if c not in skip]
+    lead = [c for c in vary_keys if c in cols] + [c for c in DECISION_COLUMNS if c in cols]
+    return lead + [c for c in cols if c not in lead]
 
 
 def _html_table(rows, cols) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    """The table, sortable by clicking a header (numbers as numbers; a few lines of inline
+    script, nothing loaded from the network)."""
+    head = "".join(f"<th title='{html.escape(c)}' onclick='sortBy(this)'>{html.escape(_human(c))}</th>"
+                   for c in cols)
     body = []
     for r in rows:
-        body.append("<tr>" + "".join(
-            f"<td class='{ 'num' if isinstance(r.get(c), (int, float)) else 'txt'}'>{html.escape(_fmt(r.get(c)))}</td>"
-            for c in cols) + "</tr>")
-    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            num = isinstance(v, (int, float)) and not isinstance(v, bool)
+            key = f" data-v='{float(v)!r}'" if num and math.isfinite(float(v)) else ""
+            cells.append(f"<td class='{'num' if num else 'txt'}'{key}>{html.escape(_fmt(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<div class='scroll'><table id='results'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}"
+            f"</tbody></table></div><script>{_SORT_JS}</script>")
+
+
+_SORT_JS = """
+function sortBy(th){const t=th.closest('table'),i=[...th.parentNode.children].indexOf(th),
+up=th.dataset.dir!=='up';th.dataset.dir=up?'up':'down';const b=t.tBodies[0];
+const key=td=>td.dataset.v!==undefined?parseFloat(td.dataset.v):(td.textContent==='–'?NaN:td.textContent);
+[...b.rows].sort((x,y)=>{const a=key(x.cells[i]),c=key(y.cells[i]);
+if(typeof a==='number'&&typeof c==='number'){if(isNaN(a))return 1;if(isNaN(c))return -1;return up?a-c:c-a;}
+return up?String(a).localeCompare(String(c)):String(c).localeCompare(String(a));}).forEach(r=>b.appendChild(r));}
+"""
 
 
 def _md_table(rows, cols) -> str:
@@ -367,7 +397,7 @@ padding:0 1em;line-height:1.45}
 h1{font-size:1.6em} h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 img{max-width:100%;border:1px solid #eee} .scroll{overflow-x:auto}
 table{border-collapse:collapse;font-size:.82em} th,td{padding:.25em .6em;border-bottom:1px solid #eee}
-th{background:#f6f6f6;position:sticky;top:0;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f6f6f6;position:sticky;top:0;text-align:left;cursor:pointer} td.num{text-align:right;font-variant-numeric:tabular-nums}
 code{background:#f3f3f3;padding:0 .25em} .note{color:#555} ul.warn li{margin-bottom:.4em}
 """
 

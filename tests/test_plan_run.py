@@ -392,3 +392,16 @@ def test_html_table_leads_with_the_decision_columns_and_sorts(tmp_path):
     present = [c for c in DECISION_COLUMNS if c in heads]
     assert heads[:1 + len(present)] == ["workers.0.count"] + present
     assert "onclick='sortBy(this)'" in table and "function sortBy" in page and "http" not in table
+
+
+def test_cli_prints_the_table_warnings_and_decisions(tmp_path, capsys):
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump({**EXP, "network": {"topology": "star", "bandwidth_gbps": 10}}))
+    rc = run(["plan", str(p), "--vary", "network.bandwidth_gbps=1,10", "--policies", "async", "--updates", "60",
+              "--sharpness", "1", "--train", "quadratic", "--target", "1e-3", "--criterion", "mean",
+              "--deadline", "1e9", "--jobs", "1", "--no-report", "--out", str(tmp_path / "o")])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "async" in out.out and "allreduce" in out.out
+    assert "changed nothing" in out.out            # no model: the bandwidth does nothing
+    assert "cheapest within the" in out.out

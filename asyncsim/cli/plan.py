@@ -140,6 +140,7 @@ _DISPLAY_ORDER = ("policy", "update_rate", "speedup_throughput", "staleness_mean
 
 
 def _print_table(res, plan) -> None:
+    rows = res.rows
     out = console
     if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
         from rich.console import Console

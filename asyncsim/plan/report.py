@@ -117,7 +117,7 @@ _HUMAN = {
     "speedup_to_target": "× baseline (time to target)", "time_to_target": "time to target (s)",
     "cost_to_target": "cost to target", "alpha_star": "α* (conservative)", "staleness_mean": "τ mean",
     "gradient_rate": "gradients/s", "update_rate": "updates/s", "cost_per_hour": "cost per hour",
-    "lr": "lr",
+    "lr": "lr", "sim_time": "simulated time (s)",
 }
 
 
@@ -131,13 +131,20 @@ def _human(key: str, short: bool = False) -> str:
     name = _HUMAN.get(".".join(parts))
     if name is None:
         return key
+    if short:
+        name = name.split(" (")[0]
     if g is not None and g != "0":
-        name = f"{name}, group {g}"
-    return name.split(" (")[0] if short else name
+        name = f"{name} g{g}" if short else f"{name}, group {g}"
+    return name
 
 
 def _point_label(values: dict[str, Any]) -> str:
-    return ", ".join(f"{_human(k, short=True)}={_fmt(v)}" for k, v in values.items()) or "base"
+    names = [_human(k, short=True) for k in values]
+    # two worker groups varied: say which group each number is (workers g0=2, workers g1=4)
+    names = [f"{n} g0" if k.startswith("workers.0.") and any(o.startswith("workers.") and o != k and
+                                                             not o.startswith("workers.0.") for o in values)
+             else n for n, k in zip(names, values)]
+    return ", ".join(f"{n}={_fmt(v)}" for n, v in zip(names, values.values())) or "base"
 
 
 def _plain_log(ax) -> None:

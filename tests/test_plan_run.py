@@ -22,6 +22,7 @@ import yaml
 
 import asyncsim
 from asyncsim.cli import run
+from asyncsim.errors import InputError
 from asyncsim.plan import LocalBackend, PlanSpec, RayBackend, SerialBackend, expand, read_table, run_plan
 from asyncsim.rng import BlockSampler, Streams
 from asyncsim.scenario import load_scenario
@@ -405,3 +406,22 @@ def test_cli_prints_the_table_warnings_and_decisions(tmp_path, capsys):
     assert "async" in out.out and "allreduce" in out.out
     assert "changed nothing" in out.out            # no model: the bandwidth does nothing
     assert "cheapest within the" in out.out
+
+
+def test_until_target_gives_the_full_replays_answer_with_shorter_replays(tmp_path):
+    base = dict(vary=[("workers.0.count", [2, 4])], policies=["async"], time=80.0, sharpness=1.0,
+                train="quadratic", target=1e-2, criteria="mean")
+    full = run_plan(PlanSpec(load_scenario(EXP), **base), tmp_path / "f", SerialBackend(), report=False)
+    short = run_plan(PlanSpec(load_scenario(EXP), until_target=True, **base), tmp_path / "s", SerialBackend(),
+                     report=False)
+    reached = 0
+    for a, b in zip(full.rows, short.rows):
+        assert a["policy"] == b["policy"]
+        if math.isfinite(a["time_to_target"]):
+            reached += 1
+            # the same target crossing, found on a prefix (log resolution: a prefix logs more often)
+            assert b["time_to_target"] <= a["time_to_target"] + 1e-12
+            assert b["time_to_target"] >= a["time_to_target"] - 0.05 * 80.0
+    assert reached
+    with pytest.raises(InputError, match="--time"):
+        PlanSpec(load_scenario(EXP), until_target=True, updates=10, train="quadratic", target=1e-2)

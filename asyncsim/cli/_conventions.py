@@ -100,6 +100,7 @@ VOCABULARY: dict[str, Flag] = {
     "--baseline": Flag(None, "POLICY", "the S-SGD every speed-up is against: sync | allreduce"),
     "--column": Flag(None, "NAME", "the CSV column holding the step times"),
     "--deadline": Flag(None, "SECONDS", "simulated seconds by which the target must be reached"),
+    "--until-target": Flag(None, None, "train each point only until it reaches the target (with --time CAP)"),
     "--budget": Flag(None, "MONEY", "the most a configuration may cost to reach the target"),
     "--ranks": Flag(None, None, "read a per-rank step log (rank, step, seconds) and propose worker groups"),
     "--ray-address": Flag(None, "ADDRESS", "Ray cluster: auto | host:port | ray://host:port"),

@@ -183,6 +183,9 @@ def plan(
     policies: Optional[str] = typer.Option(
         None, "--policies", "-p", help="Comma list of async,sync,backup,k_async,ssp,round_robin,allreduce "
         "(the baseline is always added). Default: the scenario's policy and the baseline."),
+    until_target: bool = typer.Option(
+        False, "--until-target", help="With --train and --time CAP: train each point only until it reaches the "
+        "target (or its CAP seconds of trace end); every point gets the same simulated time."),
     deadline: Optional[float] = typer.Option(
         None, "--deadline", help="With --train: print the cheapest configuration that reaches the target within "
         "this many simulated seconds."),
@@ -226,7 +229,8 @@ def plan(
     from ..plan.backends import make_backend
     from ..plan.run import run_plan
 
-    cli = {"vary": vary, "policies": policies, "baseline": baseline, "deadline": deadline, "budget": budget, "updates": updates, "time": time_, "seed": seed,
+    cli = {"vary": vary, "policies": policies, "baseline": baseline, "deadline": deadline, "budget": budget,
+           "until_target": until_target or None, "updates": updates, "time": time_, "seed": seed,
            "base_lr": base_lr, "sharpness": sharpness, "lr_fraction": lr_fraction, "optimizer": optimizer,
            "momentum": momentum, "criteria": criteria, "engine": engine, "train": train, "target": target,
            "steps": steps, "backend": backend,

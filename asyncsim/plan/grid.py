@@ -56,7 +56,8 @@ BASELINES = ("sync", "allreduce")
 #: Keys a plan file may hold (anything else is an error, so typos are caught).
 PLAN_FILE_KEYS = ("scenario", "vary", "policies", "updates", "time", "seed", "base_lr", "sharpness",
                   "lr_fraction", "optimizer", "momentum", "criteria", "train", "target", "steps", "batch_size",
-                  "backend", "ray_address", "workers", "out", "engine", "baseline", "deadline", "budget")
+                  "backend", "ray_address", "workers", "out", "engine", "baseline", "deadline", "budget",
+                  "until_target")
 
 
 def policy_defaults(kind: str, n_workers: int) -> dict[str, Any]:
@@ -176,6 +177,8 @@ class PlanSpec:
     #: seconds, and the fastest whose cost to target is within this budget
     deadline: float | None = None
     budget: float | None = None
+    #: with --train and --time: replay only as far as the target (prefixes of doubling length)
+    until_target: bool = False
 
     CRITERIA = ("mean", "mean-square", "trace")
 
@@ -219,6 +222,12 @@ class PlanSpec:
         dup = {k for k in keys if keys.count(k) > 1}
         if dup:
             raise InputError(f"--vary {sorted(dup)[0]} given twice")
+        if self.until_target:
+            if self.train is None:
+                raise InputError("--until-target needs --train DATASET/MODEL and --target LOSS")
+            if self.time is None:
+                raise InputError("--until-target needs --time CAP: every point is simulated for the same CAP "
+                                 "seconds and trained until the target or the end of its trace")
         for name in ("deadline", "budget"):
             v = getattr(self, name)
             if v is not None:
@@ -267,7 +276,8 @@ class PlanSpec:
             "momentum": self.momentum,
             "criteria": list(self.criteria),
             "train": None if tr is None else {"dataset": tr[0], "model": tr[1], "target": self.target,
-                                              "steps": self.steps, "batch_size": self.batch_size},
+                                              "steps": self.steps, "batch_size": self.batch_size,
+                                              **({"until_target": True} if self.until_target else {})},
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -103,18 +103,32 @@ def _train(trace, tr: dict[str, Any], s: dict[str, Any], lr: float | None, a: fl
     if lr is None or not lr > 0:
         return {"error": "no stable learning rate", "time_to_target": None, "final_loss": None,
                 "diverged": False, "steps": 0, "curve": {"sim_time": [], "loss": []}}
-    steps = tr.get("steps") or int(trace.n_updates)
-    steps = min(int(steps), int(trace.n_updates))
+    total = tr.get("steps") or int(trace.n_updates)
+    total = min(int(total), int(trace.n_updates))
     kw: dict[str, Any] = {}
     if tr["dataset"] == "quadratic" and a is not None:
         kw["sharpness"] = a  # the quadratic's λ_max is the sharpness the lr was derived from
-    res = replay(trace, dataset=tr["dataset"], model=tr.get("model"), optimizer=s.get("optimizer", "sgd"),
-                 lr=float(lr), momentum=float(s.get("momentum", 0.0)), steps=steps, seed=int(s["seed"]),
-                 batch_size=int(tr.get("batch_size") or 32), log_every=max(1, steps // LOG_POINTS),
-                 device="cpu", **kw)
+
+    def run(steps):
+        return replay(trace, dataset=tr["dataset"], model=tr.get("model"), optimizer=s.get("optimizer", "sgd"),
+                      lr=float(lr), momentum=float(s.get("momentum", 0.0)), steps=steps, seed=int(s["seed"]),
+                      batch_size=int(tr.get("batch_size") or 32), log_every=max(1, steps // LOG_POINTS),
+                      device="cpu", **kw)
+
+    # --until-target: replay prefixes of doubling length (1/16 of the trace, 1/8, ...) and stop at
+    # the first that reaches the target. A prefix's replay is the start of the full one (the
+    # minibatches are keyed by step and worker), so the answer is the same at no more than twice
+    # the cost of the prefix that was needed.
+    lengths = [total]
+    if tr.get("until_target"):
+        lengths = sorted({max(1, math.ceil(total / 2 ** j)) for j in range(4, -1, -1)})
+    for steps in lengths:
+        res = run(steps)
+        ttt, stt = res.time_to_target(float(tr["target"]))  # from the replay's loss curve vs t_applied
+        if ttt is not None or res.diverged:
+            break
     sim_time = np.asarray(res.sim_time, dtype=float)
     loss = np.asarray(res.loss, dtype=float)
-    ttt, stt = res.time_to_target(float(tr["target"]))  # from the replay's loss curve vs t_applied
     ttt, stt = (float("nan"), float("nan")) if ttt is None else (ttt, float(stt))
     xs, ys = _thin(sim_time, loss)
     return {"time_to_target": ttt, "steps_to_target": stt, "final_loss": float(res.final_loss),

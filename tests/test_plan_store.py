@@ -170,3 +170,37 @@ def test_cluster_price_and_decisions():
     assert d["cheapest_within_deadline"]["n"] == 8          # 4 workers miss the deadline
     assert d["fastest_within_budget"]["n"] == 8             # 16 workers cost too much
     assert decide(rows, ["n"], deadline=1.0)["cheapest_within_deadline"] is None
+
+
+def test_stability_adjusted_speed_weighs_update_rate_by_alpha_star():
+    from asyncsim.plan.store import stability_adjusted_speed
+
+    base = {"update_rate": 1.0, "alpha_star": 2.0, "gradient_rate": 8.0}       # S-SGD, N = 8
+    row = {"update_rate": 8.0, "alpha_star": 0.25, "gradient_rate": 8.0}       # A-SGD, same gradients/s
+    # 8x the steps of 1/8 the size: the same first-order progress per second
+    assert stability_adjusted_speed(row, base) == pytest.approx(1.0)
+    assert stability_adjusted_speed({**row, "alpha_star": 0.5}, base) == pytest.approx(2.0)
+    assert math.isnan(stability_adjusted_speed(row, None))
+    assert math.isnan(stability_adjusted_speed(row, {**base, "alpha_star": float("nan")}))
+
+
+def test_stability_adjusted_speed_predicts_first_order_progress_on_the_quadratic():
+    """Independent check of the definition: replay A-SGD and S-SGD traces of one cluster on the
+    quadratic at the same small learning rate; the loss's decay per simulated second compares
+    like their update rates (each update one step), not like their gradient rates."""
+    import numpy as np
+
+    import asyncsim
+    from asyncsim.train import replay
+
+    cl = {"name": "q", "seed": 5, "workers": [{"count": 4, "compute": {"dist": "exponential", "mean": 1.0}}],
+          "stop": {"time": 400.0}}
+    slope, rate = {}, {}
+    for kind in ("async", "sync"):
+        tr = asyncsim.simulate({**cl, "policy": {"kind": kind}})
+        res = replay(tr, dataset="quadratic", sharpness=1.0, dim=1, lr=0.005, optimizer="sgd", log_every=10)
+        t, y = np.asarray(res.sim_time), np.log(np.asarray(res.loss))
+        slope[kind] = -np.polyfit(t, y, 1)[0]
+        rate[kind] = tr.n_updates / tr.sim_time
+    # one eigenvalue a = 1: log loss falls 2·a·lr per update (to first order in lr)
+    assert slope["async"] / slope["sync"] == pytest.approx(rate["async"] / rate["sync"], rel=0.05)

@@ -80,10 +80,11 @@ def plan_table(res, plan, width: int):
     bl = plan.baseline
     narrow = width < 120
     x = f"×{_BASELINE_ABBR.get(bl, bl)}" if narrow else f"×{bl}"
-    ratio = ("speedup_throughput", "speedup_to_target")
+    ratio = ("speedup_throughput", "speedup_to_target", "stability_adjusted_speed")
     # (header, key), most important first
     wanted = [(_human(k, short=True) if narrow else k, k) for k in plan.vary_keys]
-    wanted += [("policy", "policy"), (f"{x} grad" if narrow else f"{x} grad/s", "speedup_throughput")]
+    wanted += [("policy", "policy"), (f"{x} grad" if narrow else f"{x} grad/s", "speedup_throughput"),
+               (f"{x} prog" if narrow else f"{x} progress", "stability_adjusted_speed")]
     if has_train:
         wanted += [(f"{x} tgt" if narrow else f"{x} to target", "speedup_to_target"),
                    ("tgt s" if narrow else "to target (s)", "time_to_target")]
@@ -127,7 +128,8 @@ def plan_table(res, plan, width: int):
             cols.append(c)
             t = trial
     dropped = len(wanted) - len(cols)
-    note = (f"{x}: against {bl} at the same grid point (grad: gradient rate; tgt: time to target)"
+    note = (f"{x}: against {bl} at the same grid point (grad: gradient rate; prog: updates/s × lr, the "
+            f"stability-adjusted speed; tgt: time to target)"
             if narrow else "")
     if dropped:
         note += ("; " if note else "") + f"{dropped} more columns in results.parquet"
@@ -135,7 +137,7 @@ def plan_table(res, plan, width: int):
 
 
 #: the order columns are shown in (whichever of them fit)
-_DISPLAY_ORDER = ("policy", "update_rate", "speedup_throughput", "staleness_mean", "staleness_p99", "alpha_star",
+_DISPLAY_ORDER = ("policy", "update_rate", "speedup_throughput", "stability_adjusted_speed", "staleness_mean", "staleness_p99", "alpha_star",
                   "lr", "time_to_target", "speedup_to_target", "final_loss")
 
 

@@ -114,6 +114,7 @@ _HUMAN = {
     "server.apply.value": "apply time (s)", "policy.aggregate": "K (aggregated)", "policy.k": "K",
     "policy.bound": "SSP bound", "policy.bucket_mb": "bucket (MB)", "policy.algorithm": "all-reduce algorithm",
     "n_workers": "workers", "speedup_throughput": "× baseline (gradients/s)",
+    "stability_adjusted_speed": "× baseline (updates/s × lr)",
     "speedup_to_target": "× baseline (time to target)", "time_to_target": "time to target (s)",
     "cost_to_target": "cost to target", "alpha_star": "α* (conservative)", "staleness_mean": "τ mean",
     "gradient_rate": "gradients/s", "update_rate": "updates/s", "cost_per_hour": "cost per hour",
@@ -286,8 +287,15 @@ def _vs_parameter_figure(rows, vary_keys, has_lr) -> bytes | None:
 def _pareto_axes(rows, has_train, currency: str = "USD") -> list[tuple[str, str, str, str]]:
     """(xkey, xlabel, ykey, ylabel) of each Pareto panel: against cluster size, and against cost
     when the scenario has prices (in its ``currency``)."""
-    ykey = "time_to_target" if has_train else "time_per_update"
-    ylab = "time to target, simulated (s)" if has_train else "time per update, simulated (s)"
+    # training: the measured time to target; otherwise the first-order estimate, the inverse of
+    # the stability-adjusted speed (time per unit of progress, relative to the baseline's)
+    ykey = "time_to_target" if has_train else "relative_time_per_progress"
+    ylab = ("time to target, simulated (s)" if has_train
+            else "time per unit of first-order progress (baseline = 1)")
+    if not has_train:
+        for r in rows:
+            v = r.get("stability_adjusted_speed")
+            r["relative_time_per_progress"] = 1.0 / v if _finite(v) and v > 0 else float("nan")
     panels = [("n_workers", "workers (cluster size)", ykey, ylab)]
     if any(_finite(r.get("cost_per_hour")) for r in rows):
         if has_train:
@@ -349,7 +357,8 @@ def _warnings(rows, vary_keys) -> list[tuple[str, list[str]]]:
 
 
 #: the columns a decision reads first, in this order (after the varied keys), when present
-DECISION_COLUMNS = ("policy", "speedup_throughput", "speedup_to_target", "time_to_target", "cost_to_target", "lr",
+DECISION_COLUMNS = ("policy", "speedup_throughput", "stability_adjusted_speed", "speedup_to_target", "time_to_target",
+                    "cost_to_target", "lr",
                     "alpha_star", "staleness_mean", "gradient_rate", "update_rate", "cost_per_hour")
 
 
@@ -357,7 +366,7 @@ def _table_columns(rows, vary_keys) -> list[str]:
     """Varied keys, the decision columns, then everything else (what results.parquet holds)."""
     from .store import column_order
 
-    skip = {"key", "warnings", "grid_point"}
+    skip = {"key", "warnings", "grid_point", "relative_time_per_progress"}
     cols = [c for c in column_order(rows, vary_keys) if c not in skip]
     lead = [c for c in vary_keys if c in cols] + [c for c in DECISION_COLUMNS if c in cols]
     return lead + [c for c in cols if c not in lead]
@@ -433,6 +442,7 @@ def write_report(out_dir: str | Path, rows: list[dict[str, Any]], curves: dict[s
                  vary_keys: list[str], meta: dict[str, Any]) -> dict[str, Path]:
     """Write ``report.html``, ``report.md`` and ``figures/*.png`` under ``out_dir``; return their paths."""
     out = Path(out_dir)
+    rows = [dict(r) for r in rows]  # (the figures add derived values; the caller's rows stay as they are)
     has_train = meta.get("train") is not None
     has_lr = any(_finite(r.get("lr")) for r in rows)
     target = meta.get("target")

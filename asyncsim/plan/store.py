@@ -35,7 +35,7 @@ TABLE_COLUMNS = (
     "policy", "n_workers", "update_rate", "gradient_rate", "sim_time", "time_per_update", "utilisation",
     "staleness_mean", "staleness_p50", "staleness_p99", "staleness_max", "dropped",
     "alpha_star_mean", "alpha_star_mean_square", "alpha_star_trace", "alpha_star", "criterion",
-    "lr_max", "lr", "baseline", "speedup_throughput",
+    "lr_max", "lr", "baseline", "speedup_throughput", "stability_adjusted_speed",
 )
 TRAIN_COLUMNS = ("time_to_target", "steps_to_target", "final_loss", "diverged", "speedup_to_target")
 COST_COLUMNS = ("cost_per_hour", "cost_per_1k_updates")
@@ -115,7 +115,9 @@ def build_rows(points: list[GridPoint], records: dict[str, dict[str, Any]],
     Speed-ups are against the ``baseline`` policy's row of the same grid point
     (same hardware, same seed): ``speedup_throughput`` = gradient rate ÷ the
     baseline's (gradients, not updates: one S-SGD update averages N of them),
-    ``speedup_to_target`` = the baseline's time to target ÷ this row's."""
+    ``speedup_to_target`` = the baseline's time to target ÷ this row's,
+    ``stability_adjusted_speed`` = (update rate × recommended lr) ÷ the baseline's: the
+    first-order progress per second (see :func:`stability_adjusted_speed`)."""
     rows: list[dict[str, Any]] = []
     for gp in points:
         rec = records[gp.task.key]
@@ -170,11 +172,32 @@ def build_rows(points: list[GridPoint], records: dict[str, dict[str, Any]],
         g0 = base.get("gradient_rate") if base else None
         r["speedup_throughput"] = (r["gradient_rate"] / g0 if g0 and r.get("gradient_rate") is not None
                                    and math.isfinite(g0) and g0 > 0 else float("nan"))
+        r["stability_adjusted_speed"] = stability_adjusted_speed(r, base)
         if "time_to_target" in r:
             t, t0 = r["time_to_target"], base.get("time_to_target", float("nan")) if base else float("nan")
             r["speedup_to_target"] = t0 / t if (math.isfinite(t) and math.isfinite(t0) and t > 0) \
                 else float("nan")
     return rows
+
+
+def stability_adjusted_speed(row: dict[str, Any], base: dict[str, Any] | None) -> float:
+    """First-order progress per second relative to the baseline's: (update rate × lr) ÷ (the
+    baseline's update rate × its lr).
+
+    Every update is one step of size lr along the mean of the gradients it applies, so on a
+    quadratic (the stability theory's model) the loss falls per second in proportion to
+    updates/s × lr, whether an update averages one gradient (A-SGD) or N (S-SGD): averaging
+    lowers the noise, not the step. (Counting gradients/s × lr instead would credit S-SGD
+    with N steps per update.) The recommended lr is lr_fraction × α*/a for every row with the
+    same a, so the ratio is (updates/s × α*) ÷ the baseline's, defined with or without a
+    sharpness. A-SGD gains updates per second and pays in α*: this number weighs the two."""
+    if not base:
+        return float("nan")
+    u, a = row.get("update_rate"), row.get("alpha_star")
+    u0, a0 = base.get("update_rate"), base.get("alpha_star")
+    if not all(_finite(x) for x in (u, a, u0, a0)) or u0 <= 0 or a0 <= 0:
+        return float("nan")
+    return (u * a) / (u0 * a0)
 
 
 def cluster_price(scenario: dict[str, Any]) -> float | None:

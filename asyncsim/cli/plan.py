@@ -121,7 +121,7 @@ def plan_table(res, plan, width: int):
 
     probe = Console(width=10_000)
     cols: list = []
-    t = build(cols)
+    t = None
     for c in wanted:  # add each column while the table still fits
         trial = build(cols + [c])
         if Measurement.get(probe, probe.options, trial).maximum <= width or len(cols) < 2:
@@ -137,8 +137,8 @@ def plan_table(res, plan, width: int):
 
 
 #: the order columns are shown in (whichever of them fit)
-_DISPLAY_ORDER = ("policy", "update_rate", "speedup_throughput", "stability_adjusted_speed", "staleness_mean", "staleness_p99", "alpha_star",
-                  "lr", "time_to_target", "speedup_to_target", "final_loss")
+_DISPLAY_ORDER = ("policy", "update_rate", "speedup_throughput", "stability_adjusted_speed", "staleness_mean",
+                  "staleness_p99", "alpha_star", "lr", "time_to_target", "speedup_to_target", "final_loss")
 
 
 def _print_table(res, plan) -> None:

@@ -40,14 +40,15 @@ import bisect
 import math
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from ._strict import StrictModel
 from .distributions import DistributionSpec
 from .rng import BlockSampler, Streams
 
 
-class _Fault(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Fault(StrictModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, allow_inf_nan=False)
 
 
 class Crash(_Fault):

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from . import _yaml
+from ._strict import BOOLEAN_MESSAGE, StrictModel, is_boolean
 from .distributions import Constant, DistributionSpec
 from .errors import ScenarioError
 from .faults import FAULT_KINDS, Crash, FaultSpec, LinkFault, RandomCrash, Restart, Slowdown
@@ -37,8 +39,8 @@ from .faults import FAULT_KINDS, Crash, FaultSpec, LinkFault, RandomCrash, Resta
 __all__ = ["Scenario", "load_scenario", "scenario_json_schema", "POLICY_KINDS"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+class _Model(StrictModel):
+    """Frozen, extra keys forbidden, finite floats, no booleans as numbers (see asyncsim._strict)."""
 
 
 # ------------------------------------------------------------------- workers
@@ -339,7 +341,7 @@ _TAGS = {
 }
 
 
-def _field_path(loc: tuple) -> str:
+def _field_path(loc: tuple, key_lines: dict[str, int] | None = None) -> str:
     out = []
     for i, part in enumerate(loc):
         # discriminated unions add the tag to the location: workers.0.compute.exponential.mean
@@ -347,11 +349,16 @@ def _field_path(loc: tuple) -> str:
             continue
         if isinstance(part, str) and part.startswith("function-"):
             continue
+        if not _yaml.is_name(part):  # never quote what may be another file's content
+            line = (key_lines or {}).get(str(part))
+            out.append(f"<the key on line {line}>" if line else "<a key that is not a name>")
+            continue
         out.append(str(part))
     return ".".join(out)
 
 
-def _from_validation_error(exc: ValidationError, source: str | None) -> ScenarioError:
+def _from_validation_error(exc: ValidationError, source: str | None,
+                           key_lines: dict[str, int] | None = None) -> ScenarioError:
     errs = exc.errors(include_url=False)
     # A failed item also makes its tuple "too short": that follow-on error is noise.
     locs = [tuple(e.get("loc", ())) for e in errs]
@@ -360,11 +367,13 @@ def _from_validation_error(exc: ValidationError, source: str | None) -> Scenario
     # A typo'd key ("cuont") also makes the real key "missing": report the typo first.
     errs.sort(key=lambda e: e.get("type") != "extra_forbidden")
     first = errs[0]
-    field = _field_path(tuple(first.get("loc", ())))
+    field = _field_path(tuple(first.get("loc", ())), key_lines)
     msg = first.get("msg", "invalid")
     ctx_err = (first.get("ctx") or {}).get("error")
     if isinstance(ctx_err, _FieldError):
         field, msg = ctx_err.field, str(ctx_err)
+    elif is_boolean(first.get("input")):
+        msg = BOOLEAN_MESSAGE
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     if first.get("type") == "extra_forbidden":
@@ -372,7 +381,8 @@ def _from_validation_error(exc: ValidationError, source: str | None) -> Scenario
     elif first.get("type") == "union_tag_invalid":
         tag = (first.get("ctx") or {}).get("tag")
         expected = (first.get("ctx") or {}).get("expected_tags")
-        msg = f"unknown value {tag!r} (expected one of: {expected})"
+        msg = f"unknown value {tag!r} (expected one of: {expected})" if _yaml.is_name(tag) else \
+            f"unknown value (expected one of: {expected})"
     elif first.get("type") == "union_tag_not_found":
         msg = f"missing {(first.get('ctx') or {}).get('discriminator', 'tag')} key"
     if len(errs) > 1:
@@ -380,8 +390,13 @@ def _from_validation_error(exc: ValidationError, source: str | None) -> Scenario
     return ScenarioError(msg, file=source, field=field or None)
 
 
-def validate_scenario(data: Any, *, source: str | None = None, base_dir: str | Path | None = None) -> Scenario:
-    """Validate a mapping into a :class:`Scenario` (raises :class:`ScenarioError`)."""
+def validate_scenario(data: Any, *, source: str | None = None, base_dir: str | Path | None = None,
+                      key_lines: dict[str, int] | None = None) -> Scenario:
+    """Validate a mapping into a :class:`Scenario` (raises :class:`ScenarioError`).
+
+    ``key_lines``: the line of each key that is not a plain name (from
+    :func:`asyncsim._yaml.load`), so that an error names its line instead of
+    quoting it (the file may not be a scenario at all)."""
     if data is None:
         raise ScenarioError("the file is empty", file=source)
     if not isinstance(data, dict):
@@ -389,7 +404,7 @@ def validate_scenario(data: Any, *, source: str | None = None, base_dir: str | P
     try:
         return Scenario.model_validate(copy.deepcopy(data), context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise _from_validation_error(exc, source) from None
+        raise _from_validation_error(exc, source, key_lines or {}) from None
     except RecursionError:
         raise ScenarioError("structure nested too deeply", file=source) from None
 
@@ -407,15 +422,13 @@ def load_scenario(source: str | Path | dict | Scenario, *, seed: int | None = No
     else:
         text, name, base = _read_source(source)
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ScenarioError(f"YAML syntax error: {where}{problem}", file=name) from None
+            loaded = _yaml.load(text)
+        except _yaml.YamlProblem as exc:
+            raise ScenarioError(str(exc), file=name) from None
+        data = loaded.data
         if isinstance(data, dict) and "name" not in data and base is not None:
             data = {"name": Path(name).stem, **data}
-        sc = validate_scenario(data, source=name, base_dir=base)
+        sc = validate_scenario(data, source=name, base_dir=base, key_lines=loaded.key_lines)
     if seed is not None:
         if seed < 0:
             raise ScenarioError(f"seed must be >= 0, got {seed}", field="seed")

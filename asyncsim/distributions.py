@@ -42,6 +42,15 @@ __all__ = [
 ]
 
 
+#: Shape bounds where draws stay inside double precision. A gamma or lognormal with a
+#: cv above 1000 puts nearly all its mass at 0 in float64, so no feasible sample reaches
+#: its mean (a time stop would never arrive); gamma's shape 1/cv² overflows below
+#: cv = 1e-154, and 1e-6 already makes it a constant to 12 digits. Weibull and Pareto
+#: shapes below 0.05 draw infinities (U**(-1/shape) beyond 1e308) or overflow the mean.
+MIN_CV, MAX_CV = 1e-6, 1e3
+MIN_SHAPE = 0.05
+
+
 class Distribution(StrictModel):
     """Base class: a non-negative time distribution (finite parameters, no booleans: asyncsim._strict)."""
 
@@ -159,7 +168,7 @@ class LogNormal(Distribution):
 
     dist: Literal["lognormal"] = "lognormal"
     mean_: float = Field(gt=0, alias="mean", description="Mean, seconds.")
-    cv: float = Field(ge=0, description="Coefficient of variation (std / mean).")
+    cv: float = Field(ge=0, le=MAX_CV, description="Coefficient of variation (std / mean), at most 1000.")
 
     def _mu_sigma(self) -> tuple[float, float]:
         s2 = math.log1p(self.cv**2)
@@ -188,7 +197,7 @@ class Gamma(Distribution):
 
     dist: Literal["gamma"] = "gamma"
     mean_: float = Field(gt=0, alias="mean", description="Mean, seconds.")
-    cv: float = Field(gt=0, description="Coefficient of variation (std / mean).")
+    cv: float = Field(ge=MIN_CV, le=MAX_CV, description="Coefficient of variation (std / mean), 1e-6 to 1000.")
 
     def sample(self, rng, n):
         shape = 1.0 / self.cv**2
@@ -285,7 +294,7 @@ class Weibull(Distribution):
     prefix_draws: ClassVar[bool] = True
 
     dist: Literal["weibull"] = "weibull"
-    shape: float = Field(gt=0, description="Shape k.")
+    shape: float = Field(ge=MIN_SHAPE, description="Shape k (at least 0.05).")
     scale: float = Field(gt=0, description="Scale λ, seconds.")
 
     def sample(self, rng, n):
@@ -307,7 +316,8 @@ class Pareto(Distribution):
     prefix_draws: ClassVar[bool] = True
 
     dist: Literal["pareto"] = "pareto"
-    shape: float = Field(gt=0, description="Tail index α (mean finite for α > 1, variance for α > 2).")
+    shape: float = Field(ge=MIN_SHAPE, description="Tail index α (mean finite for α > 1, variance for α > 2; "
+                         "at least 0.05).")
     scale: float = Field(gt=0, description="Minimum value x_m, seconds.")
 
     def sample(self, rng, n):

@@ -39,6 +39,10 @@ from .faults import FAULT_KINDS, Crash, FaultSpec, LinkFault, RandomCrash, Resta
 __all__ = ["Scenario", "load_scenario", "scenario_json_schema", "POLICY_KINDS"]
 
 
+#: worker ids are int32 in traces (DESIGN.md)
+MAX_WORKERS = 2**31 - 1
+
+
 class _Model(StrictModel):
     """Frozen, extra keys forbidden, finite floats, no booleans as numbers (see asyncsim._strict)."""
 
@@ -48,7 +52,7 @@ class WorkerGroup(_Model):
     """A group of identical workers."""
 
     name: Optional[str] = Field(default=None, description="Label for reports (default: group<i>).")
-    count: int = Field(ge=1, description="Number of workers in the group.")
+    count: int = Field(ge=1, le=MAX_WORKERS, description="Number of workers in the group.")
     compute: DistributionSpec = Field(description="Seconds to compute one minibatch gradient.")
     bandwidth_gbps: Optional[float] = Field(
         default=None, gt=0, description="NIC bandwidth of these workers (default: network.bandwidth_gbps).")
@@ -212,6 +216,8 @@ class Scenario(_Model):
     @model_validator(mode="after")
     def _cross_checks(self):
         n = self.n_workers
+        if n > MAX_WORKERS:  # worker ids are int32 in traces
+            raise _FieldError("workers", f"{n:,} workers in all; at most {MAX_WORKERS:,} are supported")
         pol = self.policy
         if isinstance(pol, BackupPolicy) and pol.aggregate > n:
             raise _FieldError("policy.aggregate", f"K = {pol.aggregate} exceeds the number of workers ({n})")

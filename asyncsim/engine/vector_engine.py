@@ -272,7 +272,8 @@ def _run_kasync(sc, K, updates, until, progress):
     # the horizon itself. Exponential compute, 2e5 updates at N = 512: about 25 %
     # more draws than are used; no second pass in 60 seeds (the Poisson tail puts
     # it near 0.3 % of runs).
-    cv2 = np.repeat([_variance_or(g.compute) for g in sc.workers], group_size) / np.maximum(cyc, 1e-300) ** 2
+    # (cycles of 1e-300 s: their square underflows to 0, and 0/0 made the counts NaN)
+    cv2 = np.repeat([_variance_or(g.compute) for g in sc.workers], group_size) / np.maximum(cyc**2, 1e-300)
     if updates is not None:
         mean = updates * K * rate / rate.sum()
     else:

@@ -1,6 +1,6 @@
 """Reading YAML input (scenario and plan files) strictly and without echoing it.
 
-:func:`load` is ``yaml.safe_load`` plus three checks:
+:func:`read` is ``yaml.safe_load`` plus three checks:
 
 * a key given twice in one mapping is an error naming its line (plain
   ``safe_load`` keeps the last value silently);
@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["load", "YamlProblem", "is_name", "Loaded"]
+__all__ = ["read", "YamlProblem", "is_name", "Loaded"]
 
 #: what an error message may quote of a key or a tag read from a file
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}\Z")
@@ -68,10 +68,11 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load(text: str) -> Loaded:
+def read(text: str) -> Loaded:
     """Parse ``text`` (one YAML document); :class:`YamlProblem` on any problem."""
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # (the reader checks the characters here already)
         data = loader.get_single_data()
     except YamlProblem:
         raise
@@ -83,5 +84,6 @@ def load(text: str) -> Loaded:
     except RecursionError:
         raise YamlProblem("structure nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return Loaded(data, loader.key_lines)

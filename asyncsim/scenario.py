@@ -401,7 +401,7 @@ def validate_scenario(data: Any, *, source: str | None = None, base_dir: str | P
     """Validate a mapping into a :class:`Scenario` (raises :class:`ScenarioError`).
 
     ``key_lines``: the line of each key that is not a plain name (from
-    :func:`asyncsim._yaml.load`), so that an error names its line instead of
+    :func:`asyncsim._yaml.read`), so that an error names its line instead of
     quoting it (the file may not be a scenario at all)."""
     if data is None:
         raise ScenarioError("the file is empty", file=source)
@@ -428,7 +428,7 @@ def load_scenario(source: str | Path | dict | Scenario, *, seed: int | None = No
     else:
         text, name, base = _read_source(source)
         try:
-            loaded = _yaml.load(text)
+            loaded = _yaml.read(text)
         except _yaml.YamlProblem as exc:
             raise ScenarioError(str(exc), file=name) from None
         data = loaded.data

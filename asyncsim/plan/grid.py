@@ -376,7 +376,7 @@ def load_plan_file(path: str | Path) -> tuple[dict[str, Any], Path]:
     if not p.is_file():
         raise InputError(f"{name}: " + ("not a regular file" if p.exists() else "no such plan file"))
     try:
-        data = _yaml.load(p.read_text(encoding="utf-8")).data
+        data = _yaml.read(p.read_text(encoding="utf-8")).data
     except _yaml.YamlProblem as exc:
         raise InputError(f"{name}: {exc} (not a readable YAML plan file)") from None
     except UnicodeDecodeError:

@@ -169,6 +169,20 @@ class PlanSpec:
     CRITERIA = ("mean", "mean-square", "trace")
 
     def __post_init__(self):
+        for name in ("time", "base_lr", "sharpness", "lr_fraction", "momentum", "target"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or (v is not None and not isinstance(v, (int, float))):
+                raise InputError(f"--{name.replace('_', '-')} must be a number, got {v!r}")
+            if v is not None and not math.isfinite(v):
+                raise InputError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
+        for name in ("updates", "steps", "seed", "batch_size"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise InputError(f"--{name.replace('_', '-')} must be an integer, got {v!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.target is not None and self.target < 0:
+            raise InputError(f"--target must be a training loss >= 0, got {self.target}")
         if self.base_lr is not None and self.sharpness is not None:
             raise InputError("give --base-lr or --sharpness, not both")
         if self.base_lr is not None and not (self.base_lr > 0 and math.isfinite(self.base_lr)):

@@ -31,7 +31,8 @@ from typing import Iterator
 
 from .errors import OutputError, show_path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "check_output_file", "ensure_output_dir",
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "check_output_file", "check_output_dir",
+           "ensure_output_dir",
            "TEMP_GLOB"]
 
 #: names of the temporary files :func:`atomic_path` creates (for cleaning after a kill)
@@ -64,6 +65,29 @@ def check_output_file(target: str | os.PathLike) -> str:
     if stat.S_ISDIR(mode):
         raise OutputError("is a folder; give a file name", path=target)
     raise OutputError("exists and is not a regular file (refusing to replace it)", path=target)
+
+
+def check_output_dir(folder: str | os.PathLike) -> Path:
+    """Fail early (:class:`OutputError`), creating nothing, if ``folder`` cannot become an
+    output folder: it exists and is not a folder, or its nearest existing ancestor is not
+    a folder or cannot be written. (A run then fails before its work, not after it.)"""
+    folder = Path(folder)
+    if str(folder) == "":
+        raise OutputError("empty path", path=folder)
+    probe = folder
+    while True:
+        mode = _mode(probe)
+        if mode is not None:
+            break
+        if probe.parent == probe:
+            return folder
+        probe = probe.parent
+    if not stat.S_ISDIR(mode):
+        raise OutputError("exists and is not a folder" if probe == folder else
+                          f"{show_path(probe)} is not a folder", path=folder)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{'it' if probe == folder else show_path(probe)} is not writable", path=folder)
+    return folder
 
 
 def ensure_output_dir(folder: str | os.PathLike) -> Path:

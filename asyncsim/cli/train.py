@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from .._io import check_output_dir
 from ..errors import InputError
 from ._app import app
 from ._common import console, print_json, progress, user_errors
@@ -85,6 +86,7 @@ def train(
         if batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {batch_size}")
         tr, name = _get_trace(scenario, trace, steps, seed=None)
+        check_output_dir(out if out is not None else Path("out") / f"train-{_safe(name)}")  # before training
         T = tr.n_updates if steps is None else steps
         le = log_every if log_every is not None else max(1, int(T) // 1000)
         with progress(disable=json_out) as bar:

@@ -15,9 +15,12 @@ The costs are measured peaks (``/usr/bin/time -f %M`` of ``asyncsim simulate
 about 115–180 bytes per gradient row on the vectorised engine and 150–190 on
 the event engines (trace columns, engine temporaries, summary and the Parquet
 writer together), 280 for round robin on the vectorised engine; 2.4–3 KB per
-worker on the vectorised engine and 12–22 KB on the event engines. The
-estimate uses 200 (300) bytes per row and 4 KB (24 KB) per worker, so it
-errs on the side of refusing a run that would just have fitted.
+worker on the vectorised engine and 12–22 KB on the event engines; 28–56 MiB
+whatever the size (pyarrow's pool, modules imported on the way) plus the 64 MiB
+of freed memory the command keeps (:mod:`asyncsim._alloc`). The estimate uses
+200 (300) bytes per row, 4 KB (24 KB) per worker and 128 MiB, so it errs on
+the side of refusing a run that would just have fitted
+(tests/test_hardening.py checks it against measured peaks).
 
 "Available" is the smallest of ``MemAvailable`` (``/proc/meminfo``), the
 cgroup's ``memory.max`` minus its ``memory.current``, and the
@@ -33,15 +36,20 @@ import os
 import re
 from pathlib import Path
 
+from . import _alloc
 from .errors import InputError
 
 __all__ = ["available_bytes", "format_bytes", "check_simulation", "simulation_bytes", "check_bytes",
-           "BYTES_PER_ROW", "BYTES_PER_WORKER"]
+           "BYTES_PER_ROW", "BYTES_PER_WORKER", "FIXED_BYTES"]
 
 #: measured peak bytes per gradient row (see the module docstring), by engine family
 BYTES_PER_ROW = {"vector": 200, "event": 200, "vector_round_robin": 300}
 #: measured bytes per worker, by engine family
 BYTES_PER_WORKER = {"vector": 4 << 10, "event": 24 << 10}
+#: bytes a run takes whatever its size: pyarrow's memory pool and modules imported on the way
+#: (measured 28-56 MiB) plus the freed memory the command keeps for reuse (asyncsim._alloc.TOP_PAD)
+FIXED_BYTES = (64 << 20) + _alloc.TOP_PAD
+
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 
 
@@ -160,7 +168,7 @@ def simulation_bytes(sc, updates: int | None, until: float | None, engine: str |
     else:
         rate = _gradient_rate(sc)
         rows = math.inf if math.isinf(rate) else float(until) * rate + n
-    return rows * per_row + n * BYTES_PER_WORKER[fam], rows
+    return FIXED_BYTES + rows * per_row + n * BYTES_PER_WORKER[fam], rows
 
 
 def check_simulation(sc, updates: int | None, until: float | None, engine: str | None = None) -> None:
@@ -174,7 +182,7 @@ def check_simulation(sc, updates: int | None, until: float | None, engine: str |
         return
     fam = "vector" if engine in (None, "vector") else "event"
     per_row = BYTES_PER_ROW["vector_round_robin" if fam == "vector" and sc.policy.kind == "round_robin" else fam]
-    fixed = sc.n_workers * BYTES_PER_WORKER[fam]
+    fixed = FIXED_BYTES + sc.n_workers * (BYTES_PER_WORKER[fam] + per_row)  # (one row in flight per worker)
     per_update = _rows_per_update(sc) * per_row
     fit = max(int((avail - fixed) // per_update), 0) if avail > fixed else 0
     what = f"{_float(rows):.2g} gradient rows" if math.isfinite(_float(rows)) else ">1e308 gradient rows"

@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -567,7 +568,9 @@ def _read_csv(path: Path) -> tuple[dict[str, np.ndarray], dict]:
             raise TraceError("line 2: expected the column names", file=path)
         body = fh.tell()
         try:
-            data = np.loadtxt(fh, delimiter=",", ndmin=2, dtype=np.float64)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "input contained no data": a valid empty trace
+                data = np.loadtxt(fh, delimiter=",", ndmin=2, dtype=np.float64)
         except ValueError:
             fh.seek(body)
             _csv_problem(fh, len(header), path)

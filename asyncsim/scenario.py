@@ -1,6 +1,7 @@
 """Scenario files: the cluster, the network, the policy and when to stop.
 
-A scenario is YAML read with ``yaml.safe_load`` and validated by frozen
+A scenario is YAML read with ``yaml.safe_load`` (through :mod:`asyncsim._yaml`:
+duplicate keys and deep nesting are errors) and validated by frozen
 pydantic models (``extra="forbid"``; discriminated unions on ``dist``,
 ``kind`` and ``topology``), so a typo or a misplaced parameter is an error
 naming the field. Every problem becomes a :class:`~asyncsim.errors.ScenarioError`
@@ -355,9 +356,12 @@ def _field_path(loc: tuple, key_lines: dict[str, int] | None = None) -> str:
             continue
         if isinstance(part, str) and part.startswith("function-"):
             continue
-        if not _yaml.is_name(part):  # never quote what may be another file's content
-            line = (key_lines or {}).get(str(part))
-            out.append(f"<the key on line {line}>" if line else "<a key that is not a name>")
+        # never quote a key that is not a plain name: the file may not be a scenario at all
+        if key_lines and str(part) in key_lines:
+            out.append(f"<the key on line {key_lines[str(part)]}>")
+            continue
+        if isinstance(part, str) and len(part) > 64:
+            out.append("<a long key>")
             continue
         out.append(str(part))
     return ".".join(out)

@@ -21,6 +21,7 @@ raises the number of examples for a longer hunt (with
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -38,6 +39,7 @@ import asyncsim
 from asyncsim.cli import _register, app
 
 from _cli import cli, error_lines, files_under, system_temporaries, temporaries
+from test_scenario import _paths
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = ROOT / "tests" / "data" / "broken"
@@ -103,6 +105,7 @@ def _dist():
         {"dist": "exponential", "mean": 1.0},
         {"dist": "exponential", "mean": 0.4},
         {"dist": "constant", "value": 0.5},
+        {"dist": "constant", "value": 0.0},
         {"dist": "gamma", "mean": 1.0, "cv": 0.5},
         {"dist": "lognormal", "mean": 1.0, "cv": 2.0},
         {"dist": "uniform", "low": 0.2, "high": 1.0},
@@ -126,16 +129,15 @@ _NASTY_FAULTS = [
 ]
 
 
-def _leaves(node, path=()):
-    """Dotted paths of the scalar leaves of a scenario mapping."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _leaves(v, path + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _leaves(v, path + (i,))
-    else:
-        yield path
+def _leaves(sc: dict) -> list[tuple]:
+    """Paths of the scalar leaves of a scenario mapping."""
+    def at(path):
+        node = sc
+        for k in path:
+            node = node[k]
+        return node
+
+    return [p for p in _paths(sc) if p and not isinstance(at(p), (dict, list))]
 
 
 @st.composite
@@ -159,8 +161,9 @@ def scenarios(draw) -> dict:
         sc["model"] = {"parameters": draw(st.sampled_from([1000, 10**6]))}
     if draw(st.integers(0, 4)) == 0:
         sc["faults"] = [draw(st.sampled_from(_NASTY_FAULTS))]
+    sc = copy.deepcopy(sc)  # (the sampled dicts are shared between examples: never mutate them)
     if draw(st.integers(0, 2)) == 0:  # one nasty leaf
-        leaves = list(_leaves(sc))
+        leaves = _leaves(sc)
         path = draw(st.sampled_from(leaves))
         node = sc
         for k in path[:-1]:
@@ -187,7 +190,7 @@ def _write_inputs(d: Path, sc: dict, trace_kind: str) -> dict[str, Path]:
     return {"scenario": d / "scenario.yaml", "trace": trace, "plan": d / "plan.yaml"}
 
 
-def _paths(d: Path, inputs: dict[str, Path], name: str) -> list[str]:
+def _path_choices(d: Path, inputs: dict[str, Path], name: str) -> list[str]:
     """Output and input path candidates: good ones and every hazard."""
     return [str(d / "out" / name), str(d / "folder"), str(d / "file"), str(d / "file" / "x"), "",
             str(d / ("n" * 300)), "/dev/null", "/dev/full", str(d / "missing" / "deep" / name),
@@ -228,7 +231,7 @@ def invocations(draw, d: Path, inputs: dict[str, Path]) -> list[str]:
                 value = draw(st.sampled_from([str(inputs["plan"]), str(d / "foreign.txt"),
                                               str(BROKEN / "plans" / "duplicate-key.yaml")]))
             else:
-                value = draw(st.sampled_from(_paths(d, inputs, "o.parquet" if name == "simulate" else "o")))
+                value = draw(st.sampled_from(_path_choices(d, inputs, "o.parquet" if name == "simulate" else "o")))
         elif kind == "int":
             small = [1, 2, 5, 20, 30] + ([1000] if name == "figures" else [])
             pool = small if (opt in SIZES and name in SMALL_ONLY) else small + NASTY_INTS

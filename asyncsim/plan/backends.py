@@ -34,7 +34,7 @@ import threading
 from typing import Any, Callable, Protocol, Sequence
 
 from .. import _alloc
-from ..errors import InputError
+from ..errors import AsyncsimError, InputError
 
 __all__ = ["Backend", "SerialBackend", "LocalBackend", "RayBackend", "make_backend", "default_workers"]
 
@@ -98,6 +98,10 @@ def _worker_env():
                 os.environ[k] = v
 
 
+class WorkerDied(AsyncsimError):
+    """A pool worker was killed from outside (exit 2 on the command line, one line)."""
+
+
 def _worker_init() -> None:
     """Pool worker set-up: leave Ctrl-C to the driver."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -130,12 +134,21 @@ class LocalBackend:
         with _sigint_ignored(), _worker_env():
             ex = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_worker_init)
             futures = {ex.submit(fn, it): it for it in items}
+        from concurrent.futures.process import BrokenProcessPool
+
         try:
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    on_result(futures[fut], fut.result())  # re-raises a worker's exception here
+                    try:
+                        result = fut.result()  # re-raises a worker's exception here
+                    except BrokenProcessPool:
+                        # killed from outside (the kernel's OOM killer, kill -9): one line, not a traceback
+                        raise WorkerDied("a plan worker process died (killed by a signal: out of memory?); "
+                                         "the points finished so far are saved: run the same command again, "
+                                         "perhaps with fewer --workers") from None
+                    on_result(futures[fut], result)
         except BaseException:
             # Ctrl-C or a failed point: stop now, keep what is finished (already reported).
             # The futures are not cancelled first: on 3.11 the pool's manager thread then fails

@@ -19,7 +19,9 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
+
+from ._strict import StrictModel
 
 from ._lazy import lazy_module
 
@@ -43,10 +45,17 @@ __all__ = [
 ]
 
 
-class Distribution(BaseModel):
-    """Base class: a non-negative time distribution."""
+#: Shape bounds where draws stay inside double precision. A gamma or lognormal with a
+#: cv above 1000 puts nearly all its mass at 0 in float64, so no feasible sample reaches
+#: its mean (a time stop would never arrive); gamma's shape 1/cv² overflows below
+#: cv = 1e-154, and 1e-6 already makes it a constant to 12 digits. Weibull and Pareto
+#: shapes below 0.05 draw infinities (U**(-1/shape) beyond 1e308) or overflow the mean.
+MIN_CV, MAX_CV = 1e-6, 1e3
+MIN_SHAPE = 0.05
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+class Distribution(StrictModel):
+    """Base class: a non-negative time distribution (finite parameters, no booleans: asyncsim._strict)."""
 
     #: ``sample(rng, n)[:k]`` equals ``sample(rng', k)`` from the same state for
     #: every ``k <= n``: each value consumes the generator in sequence, nothing is
@@ -162,7 +171,7 @@ class LogNormal(Distribution):
 
     dist: Literal["lognormal"] = "lognormal"
     mean_: float = Field(gt=0, alias="mean", description="Mean, seconds.")
-    cv: float = Field(ge=0, description="Coefficient of variation (std / mean).")
+    cv: float = Field(ge=0, le=MAX_CV, description="Coefficient of variation (std / mean), at most 1000.")
 
     def _mu_sigma(self) -> tuple[float, float]:
         s2 = math.log1p(self.cv**2)
@@ -191,7 +200,7 @@ class Gamma(Distribution):
 
     dist: Literal["gamma"] = "gamma"
     mean_: float = Field(gt=0, alias="mean", description="Mean, seconds.")
-    cv: float = Field(gt=0, description="Coefficient of variation (std / mean).")
+    cv: float = Field(ge=MIN_CV, le=MAX_CV, description="Coefficient of variation (std / mean), 1e-6 to 1000.")
 
     def sample(self, rng, n):
         shape = 1.0 / self.cv**2
@@ -288,7 +297,7 @@ class Weibull(Distribution):
     prefix_draws: ClassVar[bool] = True
 
     dist: Literal["weibull"] = "weibull"
-    shape: float = Field(gt=0, description="Shape k.")
+    shape: float = Field(ge=MIN_SHAPE, description="Shape k (at least 0.05).")
     scale: float = Field(gt=0, description="Scale λ, seconds.")
 
     def sample(self, rng, n):
@@ -310,7 +319,8 @@ class Pareto(Distribution):
     prefix_draws: ClassVar[bool] = True
 
     dist: Literal["pareto"] = "pareto"
-    shape: float = Field(gt=0, description="Tail index α (mean finite for α > 1, variance for α > 2).")
+    shape: float = Field(ge=MIN_SHAPE, description="Tail index α (mean finite for α > 1, variance for α > 2; "
+                         "at least 0.05).")
     scale: float = Field(gt=0, description="Minimum value x_m, seconds.")
 
     def sample(self, rng, n):
@@ -390,34 +400,49 @@ class Empirical(Distribution):
 
 
 def _read_values(path: Path, column: int | str | None) -> tuple[float, ...]:
+    """The numbers in ``path`` (one per line, or the CSV ``column``). Errors name the
+    file, the line (1-based, as an editor counts) and the problem, never the file's
+    text: ``path`` may name any readable file, not one the user wrote."""
     if not path.is_file():
-        raise ValueError(f"cannot read '{path}': no such file")
+        raise ValueError(f"cannot read '{path}': " + ("not a regular file" if path.exists() else "no such file"))
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read '{path}': {exc}") from None
-    rows = list(csv.reader(line for line in text.splitlines() if line.strip() and not line.startswith("#")))
+    except UnicodeDecodeError:
+        raise ValueError(f"cannot read '{path}': not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read '{path}': {exc.strerror}") from None
+    lines = [(i + 1, line) for i, line in enumerate(text.splitlines()) if line.strip() and not line.startswith("#")]
+    try:
+        rows = [(no, r) for (no, _), r in zip(lines, csv.reader(line for _, line in lines))]
+    except csv.Error:
+        raise ValueError(f"'{path}' is not a CSV file of numbers") from None
     if not rows:
         raise ValueError(f"'{path}' holds no values")
     if column is None:
-        if any(len(r) != 1 for r in rows):
-            raise ValueError(f"'{path}' has several columns: set 'column'")
+        wide = next((no for no, r in rows if len(r) != 1), None)
+        if wide is not None:
+            raise ValueError(f"'{path}' line {wide}: several columns: set 'column'")
         idx, body = 0, rows
     elif isinstance(column, int):
         idx, body = column, rows
     else:
-        header = [h.strip() for h in rows[0]]
+        header = [h.strip() for h in rows[0][1]]
         if column not in header:
-            raise ValueError(f"'{path}' has no column {column!r} (columns: {', '.join(header)})")
+            raise ValueError(f"'{path}' has no column {column!r} (its header, line {rows[0][0]}, "
+                             f"has {len(header)} field{'s' if len(header) != 1 else ''})")
         idx, body = header.index(column), rows[1:]
     out = []
-    for i, r in enumerate(body):
+    for i, (no, r) in enumerate(body):
         try:
             out.append(float(r[idx]))
         except (IndexError, ValueError):
             if i == 0 and isinstance(column, int):  # a header line above numeric data
                 continue
-            raise ValueError(f"'{path}' line {i + 1}: not a number in column {column!r}") from None
+            what = "no such column" if len(r) <= idx else "not a number"
+            raise ValueError(f"'{path}' line {no}: {what} in column {column if column is not None else 0!r}") \
+                from None
+    if not out:
+        raise ValueError(f"'{path}' holds no values")
     return tuple(out)
 
 

@@ -49,5 +49,29 @@ class TraceError(AsyncsimError, ValueError):
         super().__init__(_one_line(f"{self.file}: {message}" if self.file else message))
 
 
+def show_path(path: str | Path, limit: int = 120) -> str:
+    """``path`` for a message: quoted, control characters escaped, and shortened to about
+    ``limit`` characters (head…tail, with the length) when longer — a 100 KB name stays short."""
+    text = _one_line(str(path))
+    if len(text) > limit:
+        keep = limit // 2
+        text = f"{text[:keep]}…{text[-keep // 2:]} ({len(str(path)):,} characters)"
+    return f"'{text}'"
+
+
+class OutputError(AsyncsimError, OSError):
+    """An output path cannot be written (refused target, read-only, full disk, name too long...).
+
+    ``str(err)`` reads ``cannot write '<path>': <reason>``."""
+
+    def __init__(self, reason: str, *, path: str | Path):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(_one_line(f"cannot write {show_path(path)}: {reason}"))
+
+    def __str__(self) -> str:  # (OSError's own __str__ would show the arguments)
+        return self.args[0]
+
+
 class InputError(AsyncsimError, ValueError):
     """Any other bad user input: a flag value, a pmf spec, a dataset file..."""

@@ -40,16 +40,17 @@ import bisect
 import math
 from typing import TYPE_CHECKING, Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from ._strict import StrictModel
 from .distributions import DistributionSpec
 
 if TYPE_CHECKING:  # (validating a scenario imports no numpy; the simulation imports rng)
     from .rng import BlockSampler, Streams
 
 
-class _Fault(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Fault(StrictModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, allow_inf_nan=False)
 
 
 class Crash(_Fault):
@@ -110,6 +111,20 @@ class RandomCrash(_Fault):
     repair: DistributionSpec = Field(description="Down-time of each failure, seconds.")
 
 
+    @model_validator(mode="after")
+    def _can_progress(self):
+        if not self.mtbf.mean > 0:
+            raise ValueError("mtbf must have a mean > 0: a worker that fails again after no up-time never "
+                             "computes a gradient, and the run could never end")
+        return self
+
+
+#: Simulated seconds (about 31.7 million years) beyond which a fault lasts for good: a repair
+#: that ends later (``repair: {value: 1e300}``) is a permanent crash, so the policy's stall
+#: detection ends the run instead of the clock crawling towards the overflow of float64.
+HORIZON = 1e15
+
+
 FaultSpec = Annotated[Union[Crash, Restart, Slowdown, LinkFault, RandomCrash], Field(discriminator="kind")]
 FAULT_KINDS = ("crash", "restart", "slowdown", "link", "random_crash")
 
@@ -138,6 +153,11 @@ class WorkerFaults:
         while self._rand_t <= horizon:
             down = self._rand_t + mtbf.next()
             up = down + repair.next()
+            if down >= HORIZON:  # no more failures that a run could reach
+                self._rand_t = math.inf
+                break
+            if up >= HORIZON:
+                up = math.inf  # repaired beyond any horizon: down for good (see HORIZON)
             self._rand.append((down, up))
             self._rand_t = up
 
@@ -184,7 +204,8 @@ class FaultTimeline:
         for f in faults:
             if isinstance(f, Crash):
                 if f.restart_after is not None:
-                    sched[f.worker].append((f.at, f.at + f.restart_after))
+                    up = f.at + f.restart_after
+                    sched[f.worker].append((f.at, up if up < HORIZON else math.inf))
                 else:
                     crashes[f.worker].append(f.at)
             elif isinstance(f, Restart):

@@ -1,6 +1,7 @@
 """Scenario files: the cluster, the network, the policy and when to stop.
 
-A scenario is YAML read with ``yaml.safe_load`` and validated by frozen
+A scenario is YAML read with ``yaml.safe_load`` (through :mod:`asyncsim._yaml`:
+duplicate keys and deep nesting are errors) and validated by frozen
 pydantic models (``extra="forbid"``; discriminated unions on ``dist``,
 ``kind`` and ``topology``), so a typo or a misplaced parameter is an error
 naming the field. Every problem becomes a :class:`~asyncsim.errors.ScenarioError`
@@ -28,8 +29,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from . import _yaml
+from ._strict import BOOLEAN_MESSAGE, StrictModel, is_boolean
 from .distributions import Constant, DistributionSpec
 from .errors import ScenarioError
 from .faults import FAULT_KINDS, Crash, FaultSpec, LinkFault, RandomCrash, Restart, Slowdown
@@ -37,8 +40,12 @@ from .faults import FAULT_KINDS, Crash, FaultSpec, LinkFault, RandomCrash, Resta
 __all__ = ["Scenario", "load_scenario", "scenario_json_schema", "POLICY_KINDS"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+#: worker ids are int32 in traces (DESIGN.md)
+MAX_WORKERS = 2**31 - 1
+
+
+class _Model(StrictModel):
+    """Frozen, extra keys forbidden, finite floats, no booleans as numbers (see asyncsim._strict)."""
 
 
 # ------------------------------------------------------------------- workers
@@ -46,7 +53,7 @@ class WorkerGroup(_Model):
     """A group of identical workers."""
 
     name: Optional[str] = Field(default=None, description="Label for reports (default: group<i>).")
-    count: int = Field(ge=1, description="Number of workers in the group.")
+    count: int = Field(ge=1, le=MAX_WORKERS, description="Number of workers in the group.")
     compute: DistributionSpec = Field(description="Seconds to compute one minibatch gradient.")
     bandwidth_gbps: Optional[float] = Field(
         default=None, gt=0, description="NIC bandwidth of these workers (default: network.bandwidth_gbps).")
@@ -257,6 +264,8 @@ class Scenario(_Model):
     @model_validator(mode="after")
     def _cross_checks(self):
         n = self.n_workers
+        if n > MAX_WORKERS:  # worker ids are int32 in traces
+            raise _FieldError("workers", f"{n:,} workers in all; at most {MAX_WORKERS:,} are supported")
         pol = self.policy
         if isinstance(pol, BackupPolicy) and pol.aggregate > n:
             raise _FieldError("policy.aggregate", f"K = {pol.aggregate} exceeds the number of workers ({n})")
@@ -420,7 +429,7 @@ _TAGS = {
 }
 
 
-def _field_path(loc: tuple) -> str:
+def _field_path(loc: tuple, key_lines: dict[str, int] | None = None) -> str:
     out = []
     for i, part in enumerate(loc):
         # discriminated unions add the tag to the location: workers.0.compute.exponential.mean
@@ -428,11 +437,19 @@ def _field_path(loc: tuple) -> str:
             continue
         if isinstance(part, str) and part.startswith("function-"):
             continue
+        # never quote a key that is not a plain name: the file may not be a scenario at all
+        if key_lines and str(part) in key_lines:
+            out.append(f"<the key on line {key_lines[str(part)]}>")
+            continue
+        if isinstance(part, str) and len(part) > 64:
+            out.append("<a long key>")
+            continue
         out.append(str(part))
     return ".".join(out)
 
 
-def _from_validation_error(exc: ValidationError, source: str | None) -> ScenarioError:
+def _from_validation_error(exc: ValidationError, source: str | None,
+                           key_lines: dict[str, int] | None = None) -> ScenarioError:
     errs = exc.errors(include_url=False)
     # A failed item also makes its tuple "too short": that follow-on error is noise.
     locs = [tuple(e.get("loc", ())) for e in errs]
@@ -440,19 +457,21 @@ def _from_validation_error(exc: ValidationError, source: str | None) -> Scenario
             if not (e.get("type") == "too_short" and any(o[: len(loc)] == loc and o != loc for o in locs))] or errs
     # A typo'd key ("cuont") also makes the real key "missing": report the typo first.
     errs.sort(key=lambda e: e.get("type") != "extra_forbidden")
-    described = [_describe_error(e) for e in errs]
+    described = [_describe_error(e, key_lines) for e in errs]
     problems = [": ".join([p for p in (source, field) if p] + [msg]) for field, msg in described]
     field, msg = described[0]
     return ScenarioError(msg, file=source, field=field or None, problems=problems)
 
 
-def _describe_error(err: dict) -> tuple[str, str]:
+def _describe_error(err: dict, key_lines: dict[str, int] | None = None) -> tuple[str, str]:
     """``(field path, what is wrong)`` of one pydantic error, in the scenario file's terms."""
-    field = _field_path(tuple(err.get("loc", ())))
+    field = _field_path(tuple(err.get("loc", ())), key_lines)
     msg = err.get("msg", "invalid")
     ctx_err = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_err, _FieldError):
         field, msg = ctx_err.field, str(ctx_err)
+    elif is_boolean(err.get("input")):
+        msg = BOOLEAN_MESSAGE
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     if err.get("type") == "extra_forbidden":
@@ -460,14 +479,20 @@ def _describe_error(err: dict) -> tuple[str, str]:
     elif err.get("type") == "union_tag_invalid":
         tag = (err.get("ctx") or {}).get("tag")
         expected = (err.get("ctx") or {}).get("expected_tags")
-        msg = f"unknown value {tag!r} (expected one of: {expected})"
+        msg = f"unknown value {tag!r} (expected one of: {expected})" if _yaml.is_name(tag) else \
+            f"unknown value (expected one of: {expected})"
     elif err.get("type") == "union_tag_not_found":
         msg = f"missing {(err.get('ctx') or {}).get('discriminator', 'tag')} key"
     return field, msg
 
 
-def validate_scenario(data: Any, *, source: str | None = None, base_dir: str | Path | None = None) -> Scenario:
-    """Validate a mapping into a :class:`Scenario` (raises :class:`ScenarioError`)."""
+def validate_scenario(data: Any, *, source: str | None = None, base_dir: str | Path | None = None,
+                      key_lines: dict[str, int] | None = None) -> Scenario:
+    """Validate a mapping into a :class:`Scenario` (raises :class:`ScenarioError`).
+
+    ``key_lines``: the line of each key that is not a plain name (from
+    :func:`asyncsim._yaml.read`), so that an error names its line instead of
+    quoting it (the file may not be a scenario at all)."""
     if data is None:
         raise ScenarioError("the file is empty", file=source)
     if not isinstance(data, dict):
@@ -475,7 +500,7 @@ def validate_scenario(data: Any, *, source: str | None = None, base_dir: str | P
     try:
         return Scenario.model_validate(copy.deepcopy(data), context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise _from_validation_error(exc, source) from None
+        raise _from_validation_error(exc, source, key_lines or {}) from None
     except RecursionError:
         raise ScenarioError("structure nested too deeply", file=source) from None
 
@@ -493,15 +518,13 @@ def load_scenario(source: str | Path | dict | Scenario, *, seed: int | None = No
     else:
         text, name, base = _read_source(source)
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ScenarioError(f"YAML syntax error: {where}{problem}", file=name) from None
+            loaded = _yaml.read(text)
+        except _yaml.YamlProblem as exc:
+            raise ScenarioError(str(exc), file=name) from None
+        data = loaded.data
         if isinstance(data, dict) and "name" not in data and base is not None:
             data = {"name": Path(name).stem, **data}
-        sc = validate_scenario(data, source=name, base_dir=base)
+        sc = validate_scenario(data, source=name, base_dir=base, key_lines=loaded.key_lines)
     if seed is not None:
         if seed < 0:
             raise ScenarioError(f"seed must be >= 0, got {seed}", field="seed")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ import numpy as np
 
 from .errors import TraceError
 from ._io import atomic_path
+from .memory import check_bytes
 
 COLUMNS: dict[str, np.dtype] = {
     "step": np.dtype(np.int64),
@@ -55,6 +57,8 @@ COLUMNS: dict[str, np.dtype] = {
 DROPPED = -1
 LOST = -2
 DOWN_COLUMNS = ("worker", "t_down", "t_up")
+#: worker ids are int32
+MAX_WORKERS = 2**31 - 1
 FORMAT_NAME = "asyncsim-trace"
 FORMAT_VERSION = 1
 _META_KEY = b"asyncsim"
@@ -180,8 +184,18 @@ class Trace:
         n = len(step)
         if self.n_workers < 0 or self.n_updates < 0:
             raise bad("n_workers and n_updates must be >= 0")
+        if self.n_workers > MAX_WORKERS:
+            raise bad(f"n_workers {self.n_workers:,} exceeds {MAX_WORKERS:,} (worker ids are int32)")
         if not math.isfinite(self.sim_time) or self.sim_time < 0:
             raise bad(f"sim_time must be a finite number >= 0, got {self.sim_time}")
+        # every update applies at least one gradient: n_updates <= applied rows bounds what
+        # the analyses allocate per update (and per staleness value) by the file's own size
+        n_applied = n if n == 0 or int(step.min()) >= 0 else int(np.count_nonzero(step >= 0))
+        if self.n_updates > n_applied:
+            raise bad(f"n_updates {self.n_updates:,} exceeds the {n_applied:,} applied gradient rows "
+                      f"(every update applies at least one)")
+        check_bytes(16.0 * self.n_workers, f"a trace of {self.n_workers:,} workers",
+                    hint="its n_workers metadata is implausible")
         if n == 0:
             return
         applied = step >= 0
@@ -397,9 +411,15 @@ class Trace:
                 cols, meta = _read_csv(path)
         except TraceError:
             raise
-        except Exception as exc:  # corrupt or foreign file: one clear line
-            raise TraceError(f"cannot read as a {fmt} trace ({type(exc).__name__}: {exc})".splitlines()[0],
-                             file=src) from None
+        except MemoryError:
+            raise TraceError(f"cannot read as a {fmt} trace: it does not fit in memory", file=src) from None
+        except RecursionError:
+            raise TraceError(f"cannot read as a {fmt} trace: its metadata is nested too deeply", file=src) from None
+        except OSError as exc:
+            raise TraceError(f"cannot read ({exc.strerror or type(exc).__name__})", file=src) from None
+        except Exception as exc:  # corrupt or foreign file: one line, naming the problem, never the content
+            raise TraceError(f"cannot read as a {fmt} trace ({type(exc).__name__}): corrupt, truncated or "
+                             f"not a trace", file=src) from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
             raise TraceError(f"not an asyncsim trace (no '{FORMAT_NAME}' metadata)", file=src)
         try:
@@ -414,10 +434,16 @@ class Trace:
                 down_intervals=_down_from_rows(meta.get("down_intervals") or [], src),
                 source=src,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, TraceError):
                 raise
-            raise TraceError(f"bad trace metadata ({exc})", file=src) from None
+            what = f"missing {exc.args[0]!r}" if isinstance(exc, KeyError) and _is_key(exc.args[0]) else \
+                type(exc).__name__
+            raise TraceError(f"bad trace metadata ({what})", file=src) from None
+
+
+def _is_key(k: Any) -> bool:
+    return isinstance(k, str) and k.isidentifier() and len(k) <= 40
 
 
 def _empty_down() -> dict[str, np.ndarray]:
@@ -494,6 +520,16 @@ def _coerce_columns(cols: dict[str, Any], source: str | None) -> dict[str, np.nd
                     raise TraceError(f"column {k!r} must hold integers", file=source)
             elif arr.size and arr.dtype.kind not in "iub":
                 raise TraceError(f"column {k!r} must hold integers, got {arr.dtype}", file=source)
+            if arr.size and arr.dtype != dt:
+                # a cast would wrap silently (worker 2**32 -> 0)
+                lo, hi = np.iinfo(dt).min, np.iinfo(dt).max
+                if arr.dtype.kind == "f":
+                    out_of_range = bool(arr.min() < lo or arr.max() > hi)
+                else:
+                    out_of_range = bool(int(arr.min()) < lo or int(arr.max()) > hi)
+                if out_of_range:
+                    raise TraceError(f"column {k!r} holds values outside the {dt} range [{lo}, {hi}]",
+                                     file=source)
         elif arr.size and arr.dtype.kind not in "fiu":
             raise TraceError(f"column {k!r} must hold numbers, got {arr.dtype}", file=source)
         out[k] = np.ascontiguousarray(arr.astype(dt, copy=False))
@@ -518,14 +554,44 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def _read_csv(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """Columns and metadata of a CSV trace; errors name the line (1-based), never its text."""
     with open(path, encoding="utf-8") as fh:
         first = fh.readline()
         prefix = f"# {FORMAT_NAME}: "
-        meta = json.loads(first[len(prefix):]) if first.startswith(prefix) else {}
+        if not first.startswith(prefix):
+            return {}, {}
+        try:
+            meta = json.loads(first[len(prefix):])
+        except ValueError:
+            raise TraceError("line 1: the metadata is not valid JSON", file=path) from None
         header = fh.readline().strip().split(",")
-        data = np.loadtxt(fh, delimiter=",", ndmin=2, dtype=np.float64)
+        if not all(_is_key(h) for h in header):
+            raise TraceError("line 2: expected the column names", file=path)
+        body = fh.tell()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "input contained no data": a valid empty trace
+                data = np.loadtxt(fh, delimiter=",", ndmin=2, dtype=np.float64)
+        except ValueError:
+            fh.seek(body)
+            _csv_problem(fh, len(header), path)
+            raise TraceError("a field is not a number", file=path) from None
     if data.size == 0:
         data = np.empty((0, len(header)))
     if data.shape[1] != len(header):
         raise TraceError(f"csv has {data.shape[1]} fields per row but {len(header)} names", file=path)
     return {name: data[:, i] for i, name in enumerate(header)}, meta
+
+
+def _csv_problem(fh, width: int, path: Path) -> None:
+    """Raise the TraceError naming the first bad line of a CSV body (numpy's message quotes it)."""
+    for no, line in enumerate(fh, start=3):
+        if not line.strip():
+            continue
+        fields = line.rstrip("\n").split(",")
+        if len(fields) != width:
+            raise TraceError(f"line {no}: {len(fields)} fields, expected {width}", file=path)
+        try:
+            [float(x) for x in fields]
+        except ValueError:
+            raise TraceError(f"line {no}: a field is not a number", file=path) from None

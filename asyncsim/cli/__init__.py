@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+import typing
+import warnings
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -23,7 +26,7 @@ try:  # typer >= 0.22 vendors its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
 
-from ..errors import AsyncsimError
+from ..errors import AsyncsimError, show_path
 from ._app import app
 
 #: Command modules, imported (and so registered) in this order for ``--help``.
@@ -48,9 +51,61 @@ def build_command() -> Any:
     return _command
 
 
+def _takes_path(param) -> bool:
+    ann = getattr(getattr(param, "type_descriptor", None), "annotation", None)  # typer >= 0.22
+    if ann is not None:
+        return ann is Path or Path in typing.get_args(ann)
+    return type(getattr(param, "type", None)).__name__ == "Path"
+
+
+def _empty_path_option(argv: list[str]) -> str | None:
+    """The option of ``argv`` given an empty path (``-o ''``), if any: ``Path('')`` would
+    silently mean the current folder."""
+    if not argv:
+        return None
+    cmd = build_command()
+    sub = getattr(cmd, "commands", {}).get(argv[0])
+    if sub is None:
+        return None
+    opts = {o for p in sub.params if _takes_path(p) for o in p.opts}
+    for prev, arg in zip(argv, argv[1:]):
+        if arg == "" and prev in opts:
+            return prev
+        name, eq, value = arg.partition("=")
+        if eq and not value and name in opts:
+            return name
+    return None
+
+
+def _warn(caught: list) -> None:
+    """Warnings of a successful command (numpy's included), one line each, once."""
+    seen = set()
+    for w in caught:
+        line = " ".join(str(w.message).split())
+        if line and line not in seen:
+            seen.add(line)
+            sys.stderr.write(f"asyncsim: warning: {line}\n")
+
+
 def run(argv: list[str] | None = None) -> int:
-    """Run the command line with ``argv`` and return the exit code (no ``sys.exit``)."""
+    """Run the command line with ``argv`` and return the exit code (no ``sys.exit``).
+
+    Warnings raised while a command runs (numpy's "overflow encountered", ...) are
+    held back: printed one line each after a successful command, dropped when the
+    command fails, so that an error stays the only line on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        rc = _run(list(sys.argv[1:] if argv is None else argv))
+    if rc == 0:
+        _warn(caught)
+    return rc
+
+
+def _run(argv: list[str]) -> int:
     command = build_command()
+    empty = _empty_path_option(argv)
+    if empty is not None:
+        sys.stderr.write(f"asyncsim: error: {empty}: empty path\n")
+        return 2
     try:
         rv = command.main(args=argv, prog_name="asyncsim", standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as exc:  # bare `asyncsim` / `asyncsim plan`: show help
@@ -73,6 +128,15 @@ def run(argv: list[str] | None = None) -> int:
     except click_exceptions.ClickException as exc:
         sys.stderr.write(f"asyncsim: error: {exc.format_message()}\n")
         return exc.exit_code
+    except MemoryError:
+        # a last resort: sizes are estimated before large allocations (asyncsim.memory)
+        sys.stderr.write("asyncsim: error: out of memory: the input asks for more than this machine holds\n")
+        return 2
+    except OSError as exc:
+        # a last resort for a file the commands did not wrap themselves: name it, never a traceback
+        where = f"{show_path(exc.filename)}: " if exc.filename else ""
+        sys.stderr.write(f"asyncsim: error: {where}{exc.strerror or type(exc).__name__}\n")
+        return 2
     return rv if isinstance(rv, int) else 0
 
 

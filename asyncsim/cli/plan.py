@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import typer
 
+from .._io import check_output_dir
 from ..errors import InputError
 from ._app import app
 from ._common import Table, console, print_json, progress, user_errors
@@ -242,6 +243,7 @@ def plan(
         be = make_backend(str(backend_name), workers=n_workers, ray_address=address)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.scenario.name)
         out_path = Path(out_dir) if out_dir else Path(f"plan-{safe}")
+        check_output_dir(out_path)  # before any point is computed
         state = {"done": 0, "total": 0}
         with progress(disable=json_out) as bar:
             task = bar.add_task(f"plan {spec.scenario.name} ({be.name})", total=None)

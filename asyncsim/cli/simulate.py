@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from .._io import check_output_file
 from ._app import app
 from ._common import Table, console, print_json, progress, user_errors
 
@@ -84,6 +85,10 @@ def simulate(
 ) -> None:
     """Simulate a cluster and write its staleness trace."""
     with user_errors():
+        # output targets that can never be written fail before the run, not after it
+        for target in (out if not no_save else None, timeline):
+            if target is not None:
+                check_output_file(target)
         sc, trace = run_simulation(scenario, updates, seed, engine, show_progress=not json_out, time=time)
         path = None
         if not no_save:

@@ -126,8 +126,10 @@ def figures(
 ) -> None:
     """Regenerate the paper's theory figures (6, 7, 8, 10, 4-left) and α* by criterion vs N."""
     with user_errors():
+        from .._io import check_output_dir
         from ..stability.figures import write_all
 
+        check_output_dir(out)  # before minutes of work
         paths = write_all(out, updates=updates, seed=seed)
     for p in paths:
         console.print(str(p))

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from .._io import check_output_dir
 from ..errors import InputError
 from ._app import app
 from ._common import Table, console, print_json, progress, user_errors
@@ -129,6 +130,7 @@ def train(
             raise InputError(f"--unstable-factor must be a finite number >= 1, got {unstable_factor}")
         okw = _optimizer_kwargs(weight_decay, decoupled, momentum_init, schedule, clip, betas, eps)
         tr, name = _get_trace(scenario, trace, steps, seed=None)
+        check_output_dir(out if out is not None else Path("out") / f"train-{_safe(name)}")  # before training
         T = tr.n_updates if steps is None else steps
         with progress(disable=json_out) as bar:
             task = bar.add_task(f"training on {name}", total=max(int(T), 1))

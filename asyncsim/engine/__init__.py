@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import InputError
+from ..memory import check_simulation
 from ..scenario import Scenario, Stop, load_scenario
 from ..trace import Trace
 
@@ -94,7 +95,10 @@ def simulate(
     if updates is not None or time is not None:
         sc = sc.model_copy(update={"stop": Stop(updates=None if updates is None else int(updates),
                                                 time=None if time is None else float(time))})
+    # sizes first: choosing an engine already allocates per worker (asyncsim.memory)
+    check_simulation(sc, sc.stop.updates, sc.stop.time)
     name = choose_engine(sc, engine)
+    check_simulation(sc, sc.stop.updates, sc.stop.time, name)
     res = _attr(name, 1)(sc, updates=sc.stop.updates, until=sc.stop.time, progress=progress)
     cols, sim_time, n_updates = res[:3]
     extra = res[3] if len(res) > 3 else {}

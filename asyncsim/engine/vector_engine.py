@@ -83,7 +83,14 @@ def _why_kasync(sc) -> str | None:
     if not _zero_apply(sc):
         return "a nonzero server apply time makes gradients queue at the server"
     t = _transfer_times(sc)
-    return t if isinstance(t, str) else None
+    if isinstance(t, str):
+        return t
+    zero = np.repeat([_mean_is_zero(g.compute) for g in sc.workers], [g.count for g in sc.workers])
+    if np.any(zero & (t[0] + t[1] + t[2] + t[3] == 0)):
+        # a worker whose gradients take no time arrives without end at t = 0: no number of
+        # draws per worker covers the horizon (the draws doubled until memory ran out)
+        return "some workers compute in zero time (every arrival is simultaneous)"
+    return None
 
 
 def _why_rounds(sc) -> str | None:
@@ -256,6 +263,13 @@ def _variance_or(d) -> float:
     return v if math.isfinite(v) and v >= 0 else _mean_or(d) ** 2
 
 
+def _mean_is_zero(d) -> bool:
+    try:
+        return float(d.mean) == 0.0
+    except Exception:  # pragma: no cover - defensive
+        return False
+
+
 def _mean_or(d, default=1.0) -> float:
     try:
         m = float(d.mean)
@@ -280,7 +294,8 @@ def _run_kasync(sc, K, updates, until, progress):
     # the horizon itself. Exponential compute, 2e5 updates at N = 512: about 25 %
     # more draws than are used; no second pass in 60 seeds (the Poisson tail puts
     # it near 0.3 % of runs).
-    cv2 = np.repeat([_variance_or(g.compute) for g in sc.workers], group_size) / np.maximum(cyc, 1e-300) ** 2
+    # (cycles of 1e-300 s: their square underflows to 0, and 0/0 made the counts NaN)
+    cv2 = np.repeat([_variance_or(g.compute) for g in sc.workers], group_size) / np.maximum(cyc**2, 1e-300)
     if updates is not None:
         mean = updates * K * rate / rate.sum()
     else:

@@ -15,7 +15,9 @@ Ray run points on machines that cannot see it.
   terminates what is running and re-raises ``KeyboardInterrupt`` (finished
   points are already on disk).
 * :class:`RayBackend` — ``ray.init(address=...)``: ``"auto"`` joins an existing
-  cluster, an explicit address a remote one, none starts a local Ray. Ray is an
+  cluster, an explicit address a remote one, none starts a local Ray that
+  listens on 127.0.0.1 only (Ray's control plane has no authentication of its
+  own in older releases; by default it listens on every interface). Ray is an
   optional extra (``pip install 'asyncsim[ray]'``); without it you get an
   :class:`~asyncsim.errors.InputError` (one line, exit 2 on the command line).
 
@@ -33,7 +35,7 @@ import threading
 from typing import Any, Callable, Protocol, Sequence
 
 from .. import _alloc
-from ..errors import InputError
+from ..errors import AsyncsimError, InputError
 
 __all__ = ["Backend", "SerialBackend", "LocalBackend", "RayBackend", "make_backend", "default_workers"]
 
@@ -97,6 +99,10 @@ def _worker_env():
                 os.environ[k] = v
 
 
+class WorkerDied(AsyncsimError):
+    """A pool worker was killed from outside (exit 2 on the command line, one line)."""
+
+
 def _worker_init() -> None:
     """Pool worker set-up: leave Ctrl-C to the driver."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -136,18 +142,27 @@ class LocalBackend:
         with _sigint_ignored(), _worker_env():
             ex = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_worker_init)
             futures = {ex.submit(fn, it): it for it in items}
+        finished = 0
         try:
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     on_result(futures[fut], fut.result())  # re-raises a worker's exception here
+                    finished += 1
         except BrokenProcessPool:
             _terminate(ex)
             ex.shutdown(wait=True)
-            raise InputError("a worker process of the local backend died: if this plan runs from a Python "
-                             "script, put it under `if __name__ == \"__main__\":` (the workers re-import the "
-                             "script), or use make_backend(\"serial\")") from None
+            if not finished:
+                # no worker ever came back: the usual cause is a script without the main guard
+                raise InputError("a worker process of the local backend died before finishing any point: if "
+                                 "this plan runs from a Python script, put it under `if __name__ == "
+                                 "\"__main__\":` (the workers re-import the script), or use "
+                                 "make_backend(\"serial\")") from None
+            # killed from outside (the kernel's OOM killer, kill -9): one line, not a traceback
+            raise WorkerDied("a plan worker process died (killed by a signal: out of memory?); "
+                             "the points finished so far are saved: run the same command again, "
+                             "perhaps with fewer --jobs") from None
         except BaseException:
             # Ctrl-C or a failed point: stop now, keep what is finished (already reported).
             # The futures are not cancelled first: on 3.11 the pool's manager thread then fails
@@ -210,6 +225,39 @@ def _import_ray():
     return ray
 
 
+#: Ray's switch between "a cluster node" and "a single machine" (read when Ray is imported, by
+#: this process and by the processes Ray starts): off, Ray takes 127.0.0.1 as this node's address,
+#: and its gRPC servers (GCS, raylet, workers) and agents then listen on loopback only.
+_RAY_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback_only(ray, local: bool):
+    """Start a *local* Ray that listens on 127.0.0.1 only.
+
+    Ray's control plane runs any code its callers send, so a Ray started for a plan
+    must not be reachable from other machines; by default it listens on every
+    interface. Joining a cluster (``--ray-address``) is left alone."""
+    if not local:
+        yield {}
+        return
+    saved = os.environ.get(_RAY_SINGLE_MACHINE_ENV)
+    os.environ[_RAY_SINGLE_MACHINE_ENV] = "0"
+    consts = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    saved_const = getattr(consts, "ENABLE_RAY_CLUSTER", None)
+    if consts is not None and saved_const is not None:
+        consts.ENABLE_RAY_CLUSTER = False  # (Ray read the variable when it was imported)
+    try:
+        yield {"_node_ip_address": "127.0.0.1"}
+    finally:
+        if consts is not None and saved_const is not None:
+            consts.ENABLE_RAY_CLUSTER = saved_const
+        if saved is None:
+            os.environ.pop(_RAY_SINGLE_MACHINE_ENV, None)
+        else:
+            os.environ[_RAY_SINGLE_MACHINE_ENV] = saved
+
+
 class RayBackend:
     """Ray tasks, one per item: ``address`` ``"auto"`` (existing cluster), ``"ray://host:port"`` or
     ``"host:port"`` (remote), or ``None`` (start a local Ray with ``num_cpus`` CPUs).
@@ -240,7 +288,8 @@ class RayBackend:
             kw["runtime_env"] = {"env_vars": env}
             _check_reachable(self.address)
             try:
-                ray.init(address=self.address, **kw)
+                with _loopback_only(ray, self.address is None) as local_kw:
+                    ray.init(address=self.address, **kw, **local_kw)
             except Exception as exc:  # connection refused, bad address, ...
                 raise InputError(f"--backend ray: cannot start or reach Ray"
                                  f"{f' at {self.address}' if self.address else ''}: "

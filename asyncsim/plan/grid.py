@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from .. import _yaml
 from ..errors import InputError, ScenarioError
 from ..scenario import (POLICY_KINDS, AllreducePolicy, AsyncPolicy, BackupPolicy, KAsyncPolicy, RoundRobinPolicy,
                         Scenario, SSPPolicy, SyncPolicy, load_scenario, set_dotted, validate_scenario)
@@ -183,6 +184,20 @@ class PlanSpec:
     CRITERIA = ("mean", "mean-square", "trace")
 
     def __post_init__(self):
+        for name in ("time", "base_lr", "sharpness", "lr_fraction", "momentum", "target"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or (v is not None and not isinstance(v, (int, float))):
+                raise InputError(f"--{name.replace('_', '-')} must be a number, got {v!r}")
+            if v is not None and not math.isfinite(v):
+                raise InputError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
+        for name in ("updates", "steps", "seed", "batch_size"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise InputError(f"--{name.replace('_', '-')} must be an integer, got {v!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.target is not None and self.target < 0:
+            raise InputError(f"--target must be a training loss >= 0, got {self.target}")
         if self.base_lr is not None and self.sharpness is not None:
             raise InputError("give --base-lr or --sharpness, not both")
         if self.base_lr is not None and not (self.base_lr > 0 and math.isfinite(self.base_lr)):
@@ -410,18 +425,21 @@ def load_plan_file(path: str | Path) -> tuple[dict[str, Any], Path]:
     p = Path(path)
     name = str(path)
     if not p.is_file():
-        raise InputError(f"{name}: no such plan file")
+        raise InputError(f"{name}: " + ("not a regular file" if p.exists() else "no such plan file"))
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise InputError(f"{name}: {where}not a readable YAML plan file") from None
+        data = _yaml.read(p.read_text(encoding="utf-8")).data
+    except _yaml.YamlProblem as exc:
+        raise InputError(f"{name}: {exc} (not a readable YAML plan file)") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror})") from None
     if not isinstance(data, dict):
         raise InputError(f"{name}: a plan file must be a mapping with scenario:, vary:, policies:, ...")
-    unknown = sorted(set(data) - set(PLAN_FILE_KEYS))
+    unknown = sorted((str(k) for k in data if k not in PLAN_FILE_KEYS), key=str)
     if unknown:
-        raise InputError(f"{name}: {unknown[0]}: unknown key (plan files take {', '.join(PLAN_FILE_KEYS)})")
+        what = unknown[0] if _yaml.is_name(unknown[0]) else "a key that is not a name"  # (never quote a file)
+        raise InputError(f"{name}: {what}: unknown key (plan files take {', '.join(PLAN_FILE_KEYS)})")
     if "scenario" not in data:
         raise InputError(f"{name}: scenario: missing (a scenario file path or an inline mapping)")
     vary = data.get("vary") or {}

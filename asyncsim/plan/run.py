@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, ensure_output_dir
 from ..errors import InputError
 from .backends import Backend, LocalBackend
 from .grid import GridPoint, PlanSpec, expand
@@ -86,6 +86,7 @@ def run_plan(plan: PlanSpec, out_dir: str | Path, backend: Backend | None = None
     out = Path(out_dir)
     a = resolve_sharpness(plan)
     points = expand(plan, a)
+    ensure_output_dir(out)  # a folder that cannot be written fails now, before any work
     store = ResultStore(out)
     store.clean_temporaries()
     tasks = {}

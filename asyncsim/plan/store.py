@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .._io import atomic_path, atomic_write_text
+from .._io import TEMP_GLOB, atomic_path, atomic_write_text
 from .grid import POINT_FORMAT, GridPoint
 
 __all__ = ["ResultStore", "build_rows", "write_table", "read_table", "TABLE_COLUMNS"]
@@ -89,13 +89,17 @@ class ResultStore:
         return p
 
     def clean_temporaries(self) -> int:
-        """Remove temporary files a killed run left behind (one run per folder at a time)."""
+        """Remove temporary files a killed run left behind (one run per folder at a time):
+        in the folder itself (table, report), ``points/`` and ``figures/``."""
         n = 0
-        if self.points_dir.is_dir():
-            for p in self.points_dir.glob(".*.tmp*"):
+        for folder in (self.dir, self.points_dir, self.dir / "figures"):
+            if not folder.is_dir():
+                continue
+            for p in folder.glob(TEMP_GLOB):
                 try:
-                    p.unlink()
-                    n += 1
+                    if p.is_file():
+                        p.unlink()
+                        n += 1
                 except OSError:
                     pass
         return n

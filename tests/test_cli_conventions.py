@@ -99,15 +99,32 @@ def test_renamed_spellings_parse_as_the_new_ones_with_a_note(command, old, new, 
     base = _BASE_ARGS.get(command, [])
     with_new = cmd.make_context(command, base + [new, value], parent=ctx)
     assert capsys.readouterr().err == ""
-    with_old = cmd.make_context(command, base + [old, value], parent=ctx)
-    err = capsys.readouterr().err.strip().splitlines()
+    # the note is a warning, which the command runner prints after a success (one line) and
+    # drops on failure (an error stays the only line): tests/test_cli_fuzz.py
+    with pytest.warns(UserWarning) as rec:
+        with_old = cmd.make_context(command, base + [old, value], parent=ctx)
+    notes = [str(w.message) for w in rec]
+    assert capsys.readouterr().err == ""
     assert with_old.params == with_new.params
     dest = next(p.name for p in cmd.params if new in p.opts)
     assert with_new.params[dest] != next(p.default for p in cmd.params if new in p.opts)  # the value landed
-    assert len(err) == 1 and "deprecated" in err[0] and old in err[0] and new in err[0]
+    assert len(notes) == 1 and "deprecated" in notes[0] and old in notes[0] and new in notes[0]
     # and in the attached forms: --old=value, -Xvalue
     attached = [f"{old}={value}"] if old.startswith("--") else [f"{old}{value}"]
-    assert cmd.make_context(command, base + attached, parent=ctx).params == with_new.params
+    with pytest.warns(UserWarning):
+        assert cmd.make_context(command, base + attached, parent=ctx).params == with_new.params
+
+
+def test_the_deprecation_note_is_printed_after_success_and_dropped_on_failure(tmp_path):
+    ok = subprocess.run(CLI + ["stability", "--pmf", "constant:3", "-m", "0.5", "--optimizer", "momentum"],
+                        env=_env(), capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stderr.strip().splitlines() == [
+        "asyncsim: warning: -m is deprecated in 'asyncsim stability', use --momentum "
+        "(the old spelling stops working in 0.2.0)"]
+    bad = subprocess.run(CLI + ["stability", "--pmf", "constant:3", "-m", "0.5", "--criterion", "nope"],
+                         env=_env(), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "deprecated" not in bad.stderr
 
 
 def test_renamed_spelling_end_to_end(capsys):

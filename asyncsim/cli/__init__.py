@@ -94,6 +94,7 @@ def run(argv: list[str] | None = None) -> int:
     held back: printed one line each after a successful command, dropped when the
     command fails, so that an error stays the only line on stderr."""
     with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning of this command, shown once by _warn
         rc = _run(list(sys.argv[1:] if argv is None else argv))
     if rc == 0:
         _warn(caught)

@@ -135,8 +135,12 @@ def long_name(param: Any) -> str | None:
 
 
 def _note(command: str, old: str, new: str) -> None:
-    sys.stderr.write(f"asyncsim: warning: {old} is deprecated in 'asyncsim {command}', use {new} "
-                     f"(the old spelling stops working in {REMOVED_IN})\n")
+    # a warning, held back by the command runner (asyncsim.cli.run): printed after a command
+    # that succeeds, dropped when it fails, so that an error stays the only line on stderr
+    import warnings
+
+    warnings.warn(f"{old} is deprecated in 'asyncsim {command}', use {new} "
+                  f"(the old spelling stops working in {REMOVED_IN})", UserWarning, stacklevel=2)
 
 
 def _install_aliases(command: str, cmd: Any, aliases: dict[str, str]) -> None:

@@ -191,9 +191,9 @@ def _cert_dn(z: np.ndarray, P: np.ndarray, optimizer: str, m: float):
 
 def _q_of(D: np.ndarray, N: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """q = min over α ∈ [lo, hi] of |D + αN| (the distance of the locus −D/N to the segment, ×|N|)."""
-    nn = (N * N.conjugate()).real
+    nn = N.real ** 2 + N.imag ** 2
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.clip(-(D * N.conjugate()).real / nn, lo, hi)
+        t = np.minimum(np.maximum(-(D.real * N.real + D.imag * N.imag) / nn, lo), hi)
     t = np.where(nn > 0, t, lo)
     return np.abs(D + t * N)
 
@@ -286,12 +286,11 @@ def certify_no_crossing(p: np.ndarray, optimizer: str, m: float, alpha_hi: float
         res = _q_of(Da, Na, 0.0, alpha_hi) + _q_of(Db, Nb, 0.0, alpha_hi) > Lc * w + 2 * tol
         idx = np.flatnonzero(~res)
         if idx.size:
-            sub = np.ones(idx.size, dtype=bool)
-            for lo_, hi_ in zip(ladder[:-1], ladder[1:]):
-                Lc = np.minimum(dD[idx] + hi_ * dN[idx], L)
-                sub &= (_q_of(Da[idx], Na[idx], lo_, hi_) + _q_of(Db[idx], Nb[idx], lo_, hi_)
-                        > Lc * w[idx] + 2 * tol)
-            res[idx] = sub
+            lo_, hi_ = ladder[None, :-1], ladder[None, 1:]  # all rungs at once: (cells, rungs)
+            Lc = np.minimum(dD[idx, None] + hi_ * dN[idx, None], L)
+            qs = (_q_of(Da[idx, None], Na[idx, None], lo_, hi_)
+                  + _q_of(Db[idx, None], Nb[idx, None], lo_, hi_))
+            res[idx] = np.all(qs > Lc * w[idx, None] + 2 * tol, axis=1)
         return res
 
     a, b = theta[:-1], theta[1:]
@@ -386,6 +385,7 @@ def _mean_alpha_star_grid(p: np.ndarray, optimizer: str, m: float, M: int, max_r
         if math.isfinite(v.real) and v.real > 0 and abs(v.imag) <= 1e-7 * max(1.0, abs(v)):
             best = min(best, v.real)
     v = complex(locus(math.pi, p, optimizer, m)[0])
-    if math.isfinite(v.real) and v.real > 0:
+    # θ = π is real by symmetry unless P(−1) = 0 (a pole: rounding leaves a huge imaginary part)
+    if math.isfinite(v.real) and v.real > 0 and abs(v.imag) <= 1e-7 * max(1.0, abs(v.real)):
         best = min(best, v.real)
     return best

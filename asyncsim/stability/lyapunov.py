@@ -29,6 +29,9 @@ import numpy as np
 from ..errors import InputError
 from .characteristic import check_optimizer
 
+#: largest ring of past iterates the trace criterion allocates (staleness ≈ 4·10⁶ at 48 α values)
+MAX_RING_BYTES = 2 << 30
+
 #: renormalise after at most this much possible growth (log-scale) to stay far from overflow
 _LOG_GROWTH_BUDGET = 200.0
 
@@ -52,6 +55,11 @@ class _Plan:
         self.D = int(st.max()) if st.size else 0
         self.n_workers = max(int(trace.n_workers), 1)
         self.R = 1 << int(math.ceil(math.log2(self.D + 2 + 64)))  # ring of x values
+        need = self.R * 8 * 64  # the ring holds one float per α advanced together (≤ 64)
+        if need > MAX_RING_BYTES:
+            raise InputError(f"trace criterion: staleness up to {self.D:,} needs a {need / 2**30:.3g} GiB ring "
+                             f"of past iterates (limit {MAX_RING_BYTES / 2**30:.3g} GiB); use "
+                             f"--criterion mean or mean-square for this trace")
         # sgd blocks: a run [t0, t1) of steps all of whose reads are <= t0 can be applied at once
         maxrv = np.full(T, -1, dtype=np.int64)
         has = self.counts > 0

@@ -144,14 +144,10 @@ def mean_alpha_star(p: np.ndarray, optimizer: str = "sgd", momentum: float = 0.0
 
 
 def _upper_bound(p: np.ndarray, optimizer: str, m: float) -> float:
-    """An α at which some root is outside the disc (a start for the certificate when the grid
-    found no crossing): grows α until the locus grid meets the real axis."""
-    a = 4.0 * (1.0 + m) / (1.0 - m)
-    for _ in range(200):
-        v = complex(locus(math.pi, p, optimizer, m)[0])
-        if math.isfinite(v.real) and v.real > 0:
-            return v.real
-        a *= 2.0
+    """A start for the certificate when the grid found no crossing: α(π) if real and positive."""
+    v = complex(locus(math.pi, p, optimizer, m)[0])
+    if math.isfinite(v.real) and v.real > 0:
+        return v.real
     raise ArithmeticError("no crossing of the unit circle found for the mean criterion")
 
 

@@ -1,10 +1,11 @@
 """Stability benchmark: mean-criterion α* by boundary locus vs numpy-roots bisection, K = 10⁴, and
 the trace criterion on a 10⁵-step trace.
 
-    python benchmarks/bench_stability.py [--runs 5]
+    python benchmarks/bench_stability.py [--runs 5] [--mean-square]
 
 Prints medians of ``--runs`` timed runs (after one warm-up) and ratios measured in the same run.
-Targets (issue 3): K = 10⁴ mean α* < 0.2 s; trace criterion on 10⁵ steps < 5 s.
+Targets (issue 3): K = 10⁴ mean α* < 0.2 s; trace criterion on 10⁵ steps < 5 s. Issue 15:
+mean-square α* at K = 10³ < 1 s and K = 10⁴ < 60 s, against the dense solver at K ≤ 300 (same run).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def timed(fn, runs):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--mean-square", action="store_true", help="also time the mean-square solvers")
     args = ap.parse_args()
     from _traces import async_exponential
 
@@ -77,12 +79,44 @@ def main() -> None:
     rows.append(("trace α*, A-SGD N=8, 10^5 steps (sgd)", t, a))
     t, a = timed(lambda: trace_alpha_star(tr, "momentum", 0.5), 3)
     rows.append(("trace α*, A-SGD N=8, 10^5 steps (momentum 0.5)", t, a))
+    if args.mean_square:
+        from asyncsim.stability.meansquare import (build_model, mean_square_alpha_star,
+                                                   mean_square_alpha_star_dense, spectral_radius_arnoldi)
+
+        ratios = []
+        for K in (100, 300):
+            p = rng.random(K + 1)
+            p /= p.sum()
+            t_f, a_f = timed(lambda p=p: mean_square_alpha_star(p), 3)
+            t_d, a_d = timed(lambda p=p: mean_square_alpha_star_dense(p), 1)
+            rows.append((f"mean-square α*, random K={K}, O(K²) Åström", t_f, a_f))
+            rows.append((f"mean-square α*, random K={K}, dense 2K×2K eig", t_d, a_d))
+            ratios.append((K, t_d / t_f, abs(a_f - a_d) / a_d))
+        for K in (1000, 10_000):
+            p = rng.random(K + 1)
+            p /= p.sum()
+            t_f, a_f = timed(lambda p=p: mean_square_alpha_star(p), 1 if K > 1000 else 3)
+            rows.append((f"mean-square α*, random K={K}, O(K²) Åström", t_f, a_f))
+        # independent check: rho(Phi) by Arnoldi on the (K+1)^2 state (Phi applied in O(K^2))
+        p = rng.random(201)
+        p /= p.sum()
+        a_f = mean_square_alpha_star(p)
+        model = build_model(p)
+        t0 = time.perf_counter()
+        lo = spectral_radius_arnoldi(model, a_f * (1 - 1e-4))
+        hi = spectral_radius_arnoldi(model, a_f * (1 + 1e-4))
+        rows.append((f"  check K=200: Arnoldi rho(Phi) at a*(1-1e-4) = {lo:.7f}, at a*(1+1e-4) = {hi:.7f}",
+                     time.perf_counter() - t0, a_f))
     w = max(len(r[0]) for r in rows)
     print(f"{'case':<{w}}  {'median s':>9}  {'alpha*':>14}")
     for name, t, a in rows:
         print(f"{name:<{w}}  {t:9.4f}  {a:14.10g}")
     print(f"speed-up of the boundary locus over np.roots bisection at K=256: {t_ref / t_fast:.0f}x "
           f"(relative difference {abs(a_fast - a_ref) / a_ref:.1e})")
+    if args.mean_square:
+        for K, r, d in ratios:
+            print(f"mean-square, K={K}: O(K²) solver {r:.0f}x faster than the dense eigenproblem "
+                  f"(relative difference {d:.1e})")
 
 
 if __name__ == "__main__":

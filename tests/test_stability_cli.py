@@ -97,3 +97,28 @@ def test_figures(tmp_path, capsys):
     for p in tmp_path.glob("*.png"):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*"))   # no temporary files left behind
+
+
+@pytest.mark.parametrize("spec", ["geometric:1e9", "geometric:inf", "gaussian:1e9", "gaussian:inf",
+                                  "constant:100000000", "gaussian:5:0", "uniform:0:1e99"])
+def test_absurd_pmf_specs_one_line_exit_2(capsys, spec):
+    code = run(["stability", "--pmf", spec, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "error" in err
+
+
+def test_huge_weights_are_normalised(capsys):
+    d = _json(capsys, ["stability", "--pmf", "pmf:1e308,1e308", "--criterion", "mean", "--json"])
+    # τ uniform on {0, 1}: z² − z + α(z + 1)/2 = 0; at α = 2 it is z² + 1, roots ±i on the circle
+    assert d["alpha_star"] == pytest.approx(2.0, rel=1e-9)
+
+
+def test_trace_reports_intervals(tmp_path, capsys):
+    path = tmp_path / "t.npz"
+    async_exponential(8, 6000, seed=5).save(path)
+    d = _json(capsys, ["stability", "--trace", str(path), "--json"])
+    for c in ("mean-square", "trace"):
+        lo, hi = d["alpha_star_ci"][c]
+        assert lo < d["alpha_star_by_criterion"][c] < hi
+        assert d["updates_for_1pct"][c] > 6000

@@ -153,8 +153,13 @@ def test_lr_rules_reproduce_eq8_at_constant_delay():
 def test_families_and_specs():
     g = families.gaussian(5)
     assert g[0] == 0 and g.size == 11 and g.sum() == pytest.approx(1.0)
-    w = np.array([math.exp(-0.5 * (k - 5) ** 2) for k in range(1, 11)])  # σ = 1 on 1..2μ
-    assert np.allclose(g[1:], w / w.sum(), rtol=1e-12, atol=0)
+    # the paper's definition: Pr(k − ½ ≤ z ≤ k + ½), z ~ N(μ, 1), on 1..2μ, renormalised
+    cdf = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))  # noqa: E731
+    w = np.array([cdf(k + 0.5 - 5) - cdf(k - 0.5 - 5) for k in range(1, 11)])
+    assert np.allclose(g[1:], w / w.sum(), rtol=1e-9, atol=1e-15)  # erf differences lose digits in the tails
+    g4 = families.parse_pmf_spec("gaussian:16:4")
+    w4 = np.array([cdf((k + 0.5 - 16) / 4) - cdf((k - 0.5 - 16) / 4) for k in range(1, 33)])
+    assert g4.size == 33 and np.allclose(g4[1:], w4 / w4.sum(), rtol=1e-9, atol=1e-15)
     geo = families.geometric(8)
     assert geo.sum() == pytest.approx(1.0)
     assert (7 / 8) ** geo.size < 1e-12 * 1.2  # truncated where the tail < 1e-12

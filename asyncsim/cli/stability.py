@@ -4,7 +4,10 @@ Default criterion: ``all`` when the source is a trace or a scenario (mean, mean-
 and ``all`` for ``--pmf`` too, which there means mean and mean-square (the trace criterion needs a
 trace). ``--json`` keys: ``alpha_star`` (the named criterion's α*, or with ``all`` the
 conservative one), ``criterion``, ``alpha_star_by_criterion``, ``conservative``, ``lr`` (when
-``--base-lr`` or ``--sharpness`` is given), ``warnings``, ``staleness_mean``, ``source``.
+``--base-lr`` or ``--sharpness`` is given), ``warnings``, ``staleness_mean``, ``source``, and for a
+trace or scenario ``alpha_star_ci`` ({criterion: [lo, hi]}, 95 %), ``updates_for_1pct`` and
+``notes`` (criteria skipped, intervals not given). A progress bar (stderr, terminals only) follows
+each criterion.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def stability(
                                               show_default=False),
     trace: Optional[Path] = typer.Option(None, "--trace", help="A trace file (.parquet, .npz, .csv)."),
     pmf: Optional[str] = typer.Option(None, "--pmf",
-                                      help="A named delay pmf: constant:T, uniform:LO:HI, gaussian:MU, geometric:N."),
+                                      help="A named delay pmf: constant:T, uniform:LO:HI, gaussian:MU[:SIGMA], geometric:N, pmf:p0,p1,..."),
     criterion: str = typer.Option("all", "--criterion", "-c",
                                   help="mean | mean-square | trace | all (trace needs a trace or scenario)."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | momentum | shifted"),
@@ -88,8 +91,18 @@ def stability(
         check_optimizer(optimizer, momentum)
         source, desc = _load_source(scenario, trace, pmf, updates, seed)
         crits = CRITERIA if criterion == "all" else (criterion,)
-        rep = analyze(source, criteria=crits, optimizer=optimizer, momentum=momentum,
-                      base_lr=base_lr, sharpness=sharpness)
+        from ._common import progress as progress_bar
+
+        with progress_bar() as bar:
+            tasks: dict = {}
+
+            def report(desc, done, total):
+                if desc not in tasks:
+                    tasks[desc] = bar.add_task(desc, total=total)
+                bar.update(tasks[desc], completed=done, total=total)
+
+            rep = analyze(source, criteria=crits, optimizer=optimizer, momentum=momentum,
+                          base_lr=base_lr, sharpness=sharpness, progress=report)
     out = rep.to_dict()
     out["criterion"] = criterion
     if criterion != "all":
@@ -102,19 +115,29 @@ def stability(
     t = Table(title=title, header_style="bold")
     t.add_column("criterion")
     t.add_column("α* = a·η", justify="right")
+    if rep.alpha_star_ci:
+        t.add_column("± (95 %)", justify="right")
+        t.add_column("updates for ±1 %", justify="right")
     if rep.lr is not None:
         t.add_column("learning rate", justify="right")
     t.add_column("notes")
     for name, a in rep.alpha_star.items():
         note = _NOTES[name] + ("  ← conservative" if name == rep.conservative and len(rep.alpha_star) > 1 else "")
-        row = [name, _fmt(a)] + ([_fmt(rep.lr[name])] if rep.lr is not None else []) + [note]
+        row = [name, _fmt(a)]
+        if rep.alpha_star_ci:
+            lo_hi = rep.alpha_star_ci.get(name)
+            row += ([_fmt((lo_hi[1] - lo_hi[0]) / 2), f"{rep.updates_for_1pct[name]:,}"] if lo_hi else ["–", "–"])
+        row += ([_fmt(rep.lr[name])] if rep.lr is not None else []) + [note]
         t.add_row(*row)
     if rep.lr is not None:
-        t.add_row("paper rule", "", _fmt(rep.lr["paper_rule"]), "π·η0 / (4(E[τ] + 0.5)), eq. 8")
+        t.add_row("paper rule", "", *(["", ""] if rep.alpha_star_ci else []), _fmt(rep.lr["paper_rule"]),
+                  "π·η0 / (4(E[τ] + 0.5)), eq. 8")
     console.print(t)
     console.print(f"mean staleness E[τ] = {rep.staleness_mean:.4g}")
     for w in rep.warnings:
         console.print(f"warning: {w}")
+    for n in rep.notes:
+        console.print(f"note: {n}")
 
 
 @app.command()

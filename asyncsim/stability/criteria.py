@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import InputError
 from ..trace import Trace
 from .characteristic import check_optimizer, mean_alpha_star
-from .families import as_pmf
+from .families import _check_support, as_pmf
 from .lyapunov import trace_alpha_star
 from .meansquare import mean_square_alpha_star
 
@@ -33,6 +33,8 @@ def pmf_of(source) -> np.ndarray:
     if isinstance(source, Trace):
         if not source.applied.any():
             raise InputError("the trace has no applied updates: no delay distribution to analyse")
+        st = source.columns["staleness"][source.applied]
+        _check_support(int(st.max()), "trace staleness")  # before bincount allocates max+1 floats
         return as_pmf(source.delay_pmf())
     if isinstance(source, str):
         raise InputError("a pmf source must be an array (use families.parse_pmf_spec for a spec string)")

@@ -3,10 +3,11 @@
 ``write_all(out_dir)`` writes, atomically, PNGs of:
 
 * ``fig6_constant_delay.png``   — 1/α* vs τ for constant delay, with the line (2τ+1)/π;
-* ``fig7_uniform.png``          — 1/α* vs E[τ] for uniform delays on 0..2E[τ] (constant for reference);
-* ``fig8_gaussian.png``         — 1/α* vs E[τ] for the discretised Gaussian (σ = 1);
-* ``fig10_momentum.png``        — α* vs τ for momentum with dampening, several m;
-* ``fig4_shifted_momentum.png`` — α* vs τ for shifted momentum, several m;
+* ``fig7_uniform.png``          — 1/α* vs E[τ] for uniform delays on 1..b, as the paper draws it
+  (constant delay τ = E[τ] for reference);
+* ``fig8_gaussian.png``         — 1/α* vs E[τ] for the discretised Gaussian (σ = 1, interval masses);
+* ``fig10_momentum.png``        — 1/(aη) vs τ for momentum with dampening, several m (paper's axis);
+* ``fig4_shifted_momentum.png`` — 1/(aη) vs τ for shifted momentum, several m (paper's axis);
 * ``criteria_vs_workers.png``   — α* by criterion vs N for A-SGD clusters with exponential compute
   times (simulated with :func:`asyncsim.simulate`), next to round robin's 2 sin(π/(4N−2)).
 """
@@ -58,8 +59,9 @@ def _vs_mean(path: Path, family: str, title: str, mus=range(1, 33)) -> Path:
     plt, fig, ax = _fig()
     mus = np.asarray(list(mus))
     if family == "uniform":
-        pmfs = [families.uniform(0, 2 * int(mu)) for mu in mus]
-        label = "uniform on 0..2E[τ]"
+        # the paper's Fig. 7: τ uniform on 1..b, E[τ] = (b+1)/2
+        pmfs = [families.uniform(1, b) for b in range(1, 2 * int(mus.max()))]
+        label = "uniform on 1..b"
     else:
         pmfs = [families.gaussian(int(mu)) for mu in mus]
         label = "discretised Gaussian, σ = 1"
@@ -81,9 +83,9 @@ def _momentum(path: Path, optimizer: str, title: str, ms=(0.0, 0.5, 0.9), taus=r
     for m in ms:
         opt = "sgd" if m == 0 else optimizer
         a = [mean_alpha_star(families.constant(int(t)), opt, m) for t in taus]
-        ax.semilogy(taus, a, "o-", ms=3, label=f"m = {m:g}" + (" (SGD)" if m == 0 else ""))
+        ax.plot(taus, 1.0 / np.asarray(a), "o-", ms=3, label=f"m = {m:g}" + (" (SGD)" if m == 0 else ""))
     ax.set_xlabel("delay τ")
-    ax.set_ylabel("α* = a·η (log scale)")
+    ax.set_ylabel("1/(a·η*)")
     ax.set_title(title)
     ax.legend()
     out = _save(fig, path)

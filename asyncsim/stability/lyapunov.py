@@ -29,6 +29,9 @@ import numpy as np
 from ..errors import InputError
 from .characteristic import check_optimizer
 
+#: largest ring of past iterates the trace criterion allocates (staleness ≈ 4·10⁶ at 48 α values)
+MAX_RING_BYTES = 2 << 30
+
 #: renormalise after at most this much possible growth (log-scale) to stay far from overflow
 _LOG_GROWTH_BUDGET = 200.0
 
@@ -52,6 +55,11 @@ class _Plan:
         self.D = int(st.max()) if st.size else 0
         self.n_workers = max(int(trace.n_workers), 1)
         self.R = 1 << int(math.ceil(math.log2(self.D + 2 + 64)))  # ring of x values
+        need = self.R * 8 * 64  # the ring holds one float per α advanced together (≤ 64)
+        if need > MAX_RING_BYTES:
+            raise InputError(f"trace criterion: staleness up to {self.D:,} needs a {need / 2**30:.3g} GiB ring "
+                             f"of past iterates (limit {MAX_RING_BYTES / 2**30:.3g} GiB); use "
+                             f"--criterion mean or mean-square for this trace")
         # sgd blocks: a run [t0, t1) of steps all of whose reads are <= t0 can be applied at once
         maxrv = np.full(T, -1, dtype=np.int64)
         has = self.counts > 0
@@ -75,8 +83,12 @@ class _Plan:
 
 
 def lyapunov_exponents(trace_or_plan, alphas, optimizer: str = "sgd", momentum: float = 0.0,
-                       burn_in: float = 0.1) -> np.ndarray:
-    """λ(α) per step for each α in ``alphas`` (natural log), after discarding ``burn_in`` of the steps."""
+                       burn_in: float = 0.1, history: list | None = None,
+                       renorm_every: int | None = None) -> np.ndarray:
+    """λ(α) per step for each α in ``alphas`` (natural log), after discarding ``burn_in`` of the steps.
+
+    ``history``, a list, receives ``(step, accumulated log-growth per α)`` at every renormalisation
+    after the burn-in, from which :mod:`.uncertainty` takes the growth of each trace segment."""
     optimizer, m = check_optimizer(optimizer, momentum)
     plan = trace_or_plan if isinstance(trace_or_plan, _Plan) else _Plan(trace_or_plan)
     alphas = np.asarray(alphas, dtype=float).reshape(-1)
@@ -87,12 +99,14 @@ def lyapunov_exponents(trace_or_plan, alphas, optimizer: str = "sgd", momentum: 
     # growth per step is at most 1 + α (Σ w_j = 1) times the momentum terms: renormalise in time
     growth = math.log1p(float(alphas.max()) * 2.0 + 2.0 * m + 1.0)
     every = max(1, min(int(_LOG_GROWTH_BUDGET / growth), plan.R // 2))
+    if renorm_every is not None:
+        every = max(1, min(every, int(renorm_every)))
     if optimizer == "sgd":
-        return _run_sgd(plan, alphas, burn, every)
-    return _run_momentum(plan, alphas, optimizer, m, burn, every)
+        return _run_sgd(plan, alphas, burn, every, history)
+    return _run_momentum(plan, alphas, optimizer, m, burn, every, history)
 
 
-def _run_sgd(plan: _Plan, alphas: np.ndarray, burn: int, every: int) -> np.ndarray:
+def _run_sgd(plan: _Plan, alphas: np.ndarray, burn: int, every: int, history=None) -> np.ndarray:
     L = alphas.size
     R = plan.R
     mask = R - 1
@@ -150,12 +164,15 @@ def _run_sgd(plan: _Plan, alphas: np.ndarray, burn: int, every: int) -> np.ndarr
             H /= nrm
             if burned:
                 acc += np.log(nrm)
+                if history is not None:
+                    history.append((t1, acc.copy()))
             since = 0
     with np.errstate(divide="ignore"):
         return acc / max(T - burn, 1)
 
 
-def _run_momentum(plan: _Plan, alphas: np.ndarray, optimizer: str, m: float, burn: int, every: int) -> np.ndarray:
+def _run_momentum(plan: _Plan, alphas: np.ndarray, optimizer: str, m: float, burn: int, every: int,
+                  history=None) -> np.ndarray:
     L = alphas.size
     R = plan.R
     mask = R - 1
@@ -213,13 +230,15 @@ def _run_momentum(plan: _Plan, alphas: np.ndarray, optimizer: str, m: float, bur
                 v /= nrm
             if burned:
                 acc += np.log(nrm)
+                if history is not None:
+                    history.append((t + 1, acc.copy()))
             burned = True
             since = 0
     return acc / max(T - burn, 1)
 
 
 def trace_alpha_star(trace, optimizer: str = "sgd", momentum: float = 0.0, *, burn_in: float = 0.1,
-                     points: int = 48, rounds: int = 3, hi: float | None = None) -> float:
+                     points: int = 48, rounds: int = 3, hi: float | None = None, progress=None) -> float:
     """α* of the trace criterion: the smallest α > 0 where λ(α) reaches 0.
 
     Round 1 evaluates λ on a geometric grid of ``points`` values in (hi/1000, hi] (hi defaults to
@@ -228,13 +247,22 @@ def trace_alpha_star(trace, optimizer: str = "sgd", momentum: float = 0.0, *, bu
     is the linear interpolation of λ's zero in the final bracket.
     """
     optimizer, m = check_optimizer(optimizer, momentum)
-    plan = _Plan(trace)
+    plan = trace if isinstance(trace, _Plan) else _Plan(trace)
+    done = [0]
+
+    def lam_of(grid):
+        out = lyapunov_exponents(plan, grid, optimizer, m, burn_in)
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], rounds + 1)
+        return out
+
     if hi is None:
         hi = 4.0 * (1.0 + m) / (1.0 - m)
     lo = hi / 1000.0
     grid = np.geomspace(lo, hi, points)
     for _ in range(8):
-        lam = lyapunov_exponents(plan, grid, optimizer, m, burn_in)
+        lam = lam_of(grid)
         if np.any(lam >= 0):
             break
         lo, hi = hi, hi * 8.0
@@ -251,7 +279,7 @@ def trace_alpha_star(trace, optimizer: str = "sgd", momentum: float = 0.0, *, bu
         if r == rounds - 1:
             break
         grid = np.linspace(a_lo, a_hi, points + 2)[1:-1]
-        lam = lyapunov_exponents(plan, grid, optimizer, m, burn_in)
+        lam = lam_of(grid)
         if not np.any(lam >= 0):
             # the whole refined bracket is stable: the crossing is at a_hi's side
             grid = np.append(grid, a_hi)

@@ -189,3 +189,23 @@ def test_bad_inputs():
         mean_alpha_star(families.constant(2), optimizer="momentum", momentum=1.0)
     with pytest.raises(InputError):
         public_alpha_star(families.constant(2), criterion="trace")  # needs a Trace
+
+
+def test_a_grazing_locus_returns_the_grid_value_not_an_error():
+    """A jackknife pmf of a short async trace whose boundary locus grazes the real axis: the
+    certificate's cells shrank past their cap and it raised. The value agrees with numpy.roots."""
+    import numpy as np
+
+    from asyncsim.stability.characteristic import mean_alpha_star
+
+    p = np.array([10, 7, 5, 1.5, 0.5]) / 24.0
+    a = mean_alpha_star(p)
+
+    def stable(al):
+        c = np.zeros(p.size + 1)
+        c[0], c[1] = 1.0, -1.0
+        c[1:] += al * p
+        return np.max(np.abs(np.roots(c))) < 1.0
+
+    assert stable(a * (1 - 1e-6)) and not stable(a * (1 + 1e-6))
+    assert all(stable(x) for x in np.linspace(1e-3, a * 0.999, 400))   # and it is the first crossing

@@ -56,8 +56,8 @@ def plain_recursion(trace, alpha, optimizer, m):
 
 @pytest.mark.parametrize("optimizer,m", [("sgd", 0.0), ("momentum", 0.5), ("shifted", 0.7)])
 def test_estimator_matches_plain_recursion(optimizer, m):
-    # With burn-in 0 the accumulated log-normalisers equal log of the final window's size exactly
-    # (the ring holds the last R values, the normaliser also covers the velocities).
+    # With burn-in 0 the accumulated log-normalisers equal log of the final state's size exactly:
+    # the last D + 1 iterates (reads go back at most D = the largest staleness) and the velocities.
     tr = mixed_trace()
     plan = _Plan(tr)
     alphas = np.array([0.05, 0.2, 0.6, 1.5])
@@ -65,7 +65,7 @@ def test_estimator_matches_plain_recursion(optimizer, m):
     for a, l in zip(alphas, lam):
         x, vel = plain_recursion(tr, a, optimizer, m)
         T = tr.n_updates
-        window = x[max(0, T + 1 - plan.R):]
+        window = x[max(0, T - plan.D):]
         size = max(np.abs(window).max(), np.abs(vel).max() if optimizer != "sgd" else 0.0)
         assert l == pytest.approx(math.log(size) / T, rel=1e-9, abs=1e-12)
 
@@ -111,3 +111,16 @@ def test_round_robin_trace():
 def test_public_api_agrees():
     tr = constant_delay(3, 10_000)
     assert public_alpha_star(tr, criterion="trace") == pytest.approx(trace_alpha_star(tr), rel=5e-3)
+
+
+@pytest.mark.parametrize("updates", [5, 20, 52])
+def test_short_traces_measure_the_decay_not_the_ring(updates):
+    """S-SGD (τ = 0) is gradient descent: α* = 2 whatever the trace's length. A trace shorter than
+    the criterion's ring of past iterates once measured λ = 0 for every α (the norm included
+    entries that were no longer state), so α* came out ≈ 1.7e-6."""
+    import asyncsim
+    from asyncsim.stability import analyze
+
+    tr = asyncsim.simulate({"name": "s", "seed": 11, "policy": {"kind": "sync"}, "stop": {"updates": updates},
+                            "workers": [{"count": 6, "compute": {"dist": "lognormal", "mean": 0.2, "cv": 0.08}}]})
+    assert analyze(tr, criteria=("trace",)).alpha_star["trace"] == pytest.approx(2.0, rel=1e-6)

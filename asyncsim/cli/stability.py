@@ -126,7 +126,9 @@ def stability(
         row = [name, _fmt(a)]
         if rep.alpha_star_ci:
             lo_hi = rep.alpha_star_ci.get(name)
-            row += ([_fmt((lo_hi[1] - lo_hi[0]) / 2), f"{rep.updates_for_1pct[name]:,}"] if lo_hi else ["–", "–"])
+            need = rep.updates_for_1pct.get(name)
+            row += ([_fmt((lo_hi[1] - lo_hi[0]) / 2), f"{need:,}" if need is not None else "–"] if lo_hi
+                    else ["–", "–"])
         row += ([_fmt(rep.lr[name])] if rep.lr is not None else []) + [note]
         t.add_row(*row)
     if rep.lr is not None:

@@ -22,6 +22,7 @@ iterations for round-robin-like traces.
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
@@ -106,6 +107,17 @@ def lyapunov_exponents(trace_or_plan, alphas, optimizer: str = "sgd", momentum: 
     return _run_momentum(plan, alphas, optimizer, m, burn, every, history)
 
 
+def _state_norm(H: np.ndarray, t: int, D: int, mask: int) -> np.ndarray:
+    """Max-norm, per α, of the recursion's state after step ``t``: the iterates x_{t−D} .. x_t
+    (reads go back at most D steps). Older entries of the ring are not state: measuring them
+    too made a decaying run look flat (λ = 0) until the ring wrapped, so a trace shorter than
+    the ring got α* ≈ 0."""
+    lo = max(0, t - D)
+    if t - lo + 1 >= H.shape[0]:
+        return np.abs(H).max(axis=0)
+    return np.abs(H[np.arange(lo, t + 1) & mask]).max(axis=0)
+
+
 def _run_sgd(plan: _Plan, alphas: np.ndarray, burn: int, every: int, history=None) -> np.ndarray:
     L = alphas.size
     R = plan.R
@@ -119,6 +131,10 @@ def _run_sgd(plan: _Plan, alphas: np.ndarray, burn: int, every: int, history=Non
     T = plan.T
     neg_a = -alphas
     starts = plan.sgd_blocks(max_len=min(every, R - plan.D - 2))
+    # a block ends where the burn-in does: a block spanning it would normalise away its growth
+    # after the burn-in, and a short trace done in one block then measured λ = 0 for every α
+    if 0 < burn < T and burn not in starts:
+        bisect.insort(starts, burn)
     starts.append(T)
     since = 0
     burned = burn == 0
@@ -155,12 +171,12 @@ def _run_sgd(plan: _Plan, alphas: np.ndarray, burn: int, every: int, history=Non
             H[np.arange(t0 + 1, t1 + 1) & mask] = H[t0 & mask] + neg_a * per_step
         since += t1 - t0
         if not burned and t1 >= burn:
-            nrm = np.abs(H).max(axis=0)
+            nrm = _state_norm(H, t1, plan.D, mask)
             H /= nrm
             burned = True
             since = 0
         elif since >= every or t1 == T:
-            nrm = np.abs(H).max(axis=0)
+            nrm = _state_norm(H, t1, plan.D, mask)
             H /= nrm
             if burned:
                 acc += np.log(nrm)
@@ -222,7 +238,7 @@ def _run_momentum(plan: _Plan, alphas: np.ndarray, optimizer: str, m: float, bur
             H[(t + 1) & mask] = xt + v
         since += 1
         if (not burned and t + 1 >= burn) or since >= every or t + 1 == T:
-            nrm = np.maximum(np.abs(H).max(axis=0), np.abs(V).max(axis=0) if shifted else np.abs(v))
+            nrm = np.maximum(_state_norm(H, t + 1, plan.D, mask), np.abs(V).max(axis=0) if shifted else np.abs(v))
             H /= nrm
             if shifted:
                 V /= nrm

@@ -53,11 +53,13 @@ class Interval:
     def half_width(self) -> float:
         return 0.5 * (self.hi - self.lo)
 
-    def updates_for(self, rel: float = 0.01) -> int:
-        """Updates that would bring the half-width under ``rel`` × α* (1/√T scaling)."""
+    def updates_for(self, rel: float = 0.01) -> int | None:
+        """Updates that would bring the half-width under ``rel`` × α* (1/√T scaling);
+        ``None`` when the interval is unbounded (too short a trace to say)."""
         if not (self.half_width > 0 and self.estimate > 0):
             return self.updates
-        return int(math.ceil(self.updates * (self.half_width / (rel * self.estimate)) ** 2))
+        need = self.updates * (self.half_width / (rel * self.estimate)) ** 2
+        return int(math.ceil(need)) if math.isfinite(need) else None
 
 
 def _t(level: float, dof: int) -> float:

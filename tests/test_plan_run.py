@@ -432,3 +432,19 @@ def test_until_target_gives_the_full_replays_answer_with_shorter_replays(tmp_pat
     assert reached
     with pytest.raises(InputError, match="--time"):
         PlanSpec(load_scenario(EXP), until_target=True, updates=10, train="quadratic", target=1e-2)
+
+
+def test_rows_carry_the_alpha_star_interval_and_the_table_shows_it(tmp_path):
+    plan = PlanSpec(load_scenario(EXP), vary=[("workers.0.count", [4])], policies=["async"], updates=3000,
+                    sharpness=1.0, criteria="trace", baseline="sync")
+    res = run_plan(plan, tmp_path / "ci", SerialBackend(), report=False)
+    a = next(r for r in res.rows if r["policy"] == "async")
+    assert a["alpha_star_lo"] < a["alpha_star"] < a["alpha_star_hi"]
+    assert a["lr_lo"] == pytest.approx(a["lr"] * a["alpha_star_lo"] / a["alpha_star"], rel=1e-12)
+    from rich.console import Console
+
+    from asyncsim.cli.plan import plan_table
+
+    con = Console(width=120, record=True)
+    con.print(plan_table(res, plan, 120)[0])
+    assert "±" in con.export_text()

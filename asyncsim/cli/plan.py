@@ -99,6 +99,11 @@ def plan_table(res, plan, width: int):
         v = r.get(key)
         if key == "policy":
             return str(v)
+        if key in ("alpha_star", "lr"):  # with its 95 % interval from the trace, where there is one
+            lo, hi = r.get(f"{key}_lo"), r.get(f"{key}_hi")
+            if isinstance(lo, float) and isinstance(hi, float) and math.isfinite(lo) and math.isfinite(hi) \
+                    and hi > lo:
+                return f"{_num(v)}±{_num((hi - lo) / 2, '{:.2g}')}"
         if key in ratio:
             return _num(v, "{:.2f}")
         return _num(v) if isinstance(v, float) or v is None else str(v)

@@ -46,7 +46,7 @@ __all__ = ["PlanSpec", "GridPoint", "Task", "parse_vary", "parse_value", "parse_
            "load_plan_file", "policy_defaults", "POINT_FORMAT"]
 
 #: Bump when the meaning of a stored point result changes (old results are then recomputed).
-POINT_FORMAT = 1
+POINT_FORMAT = 2
 
 _POLICY_MODELS = {"async": AsyncPolicy, "sync": SyncPolicy, "backup": BackupPolicy, "k_async": KAsyncPolicy,
                   "ssp": SSPPolicy, "round_robin": RoundRobinPolicy, "allreduce": AllreducePolicy}

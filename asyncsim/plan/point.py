@@ -81,7 +81,10 @@ def evaluate(task: Task) -> dict[str, Any]:
         a_cons = min(finite) if finite else None
     t2 = time.perf_counter()
     stability = {"alpha_star": alpha, "conservative": cons, "alpha_star_conservative": a_cons,
-                 "warnings": [str(w) for w in (rep.warnings or [])]}
+                 "warnings": [str(w) for w in (rep.warnings or [])],
+                 # 95 % intervals of α* from the trace, per criterion (asyncsim.stability.uncertainty)
+                 "alpha_star_ci": {k: [float(x) for x in v] for k, v in (getattr(rep, "alpha_star_ci", None)
+                                                                         or {}).items()}}
     lr_max = a_cons / a if (a is not None and a_cons is not None) else None
     lr = s.get("lr_fraction", 0.5) * lr_max if lr_max is not None else None
 

@@ -118,7 +118,8 @@ _HUMAN = {
     "speedup_to_target": "× baseline (time to target)", "time_to_target": "time to target (s)",
     "cost_to_target": "cost to target", "alpha_star": "α* (conservative)", "staleness_mean": "τ mean",
     "gradient_rate": "gradients/s", "update_rate": "updates/s", "cost_per_hour": "cost per hour",
-    "lr": "lr", "sim_time": "simulated time (s)",
+    "lr": "lr", "sim_time": "simulated time (s)", "alpha_star_lo": "α* 95 % low", "alpha_star_hi": "α* 95 % high",
+    "lr_lo": "lr 95 % low", "lr_hi": "lr 95 % high",
 }
 
 
@@ -358,8 +359,9 @@ def _warnings(rows, vary_keys) -> list[tuple[str, list[str]]]:
 
 #: the columns a decision reads first, in this order (after the varied keys), when present
 DECISION_COLUMNS = ("policy", "speedup_throughput", "stability_adjusted_speed", "speedup_to_target", "time_to_target",
-                    "cost_to_target", "lr",
-                    "alpha_star", "staleness_mean", "gradient_rate", "update_rate", "cost_per_hour")
+                    "cost_to_target", "lr", "lr_lo", "lr_hi",
+                    "alpha_star", "alpha_star_lo", "alpha_star_hi", "staleness_mean", "gradient_rate", "update_rate",
+                    "cost_per_hour")
 
 
 def _table_columns(rows, vary_keys) -> list[str]:

@@ -34,8 +34,8 @@ __all__ = ["ResultStore", "build_rows", "write_table", "read_table", "TABLE_COLU
 TABLE_COLUMNS = (
     "policy", "n_workers", "update_rate", "gradient_rate", "sim_time", "time_per_update", "utilisation",
     "staleness_mean", "staleness_p50", "staleness_p99", "staleness_max", "dropped",
-    "alpha_star_mean", "alpha_star_mean_square", "alpha_star_trace", "alpha_star", "criterion",
-    "lr_max", "lr", "baseline", "speedup_throughput", "stability_adjusted_speed",
+    "alpha_star_mean", "alpha_star_mean_square", "alpha_star_trace", "alpha_star", "alpha_star_lo", "alpha_star_hi",
+    "criterion", "lr_max", "lr", "lr_lo", "lr_hi", "baseline", "speedup_throughput", "stability_adjusted_speed",
 )
 TRAIN_COLUMNS = ("time_to_target", "steps_to_target", "final_loss", "diverged", "speedup_to_target")
 COST_COLUMNS = ("cost_per_hour", "cost_per_1k_updates")
@@ -150,6 +150,7 @@ def build_rows(points: list[GridPoint], records: dict[str, dict[str, Any]],
             "criterion": st.get("conservative") or "",
             "lr_max": _f(rec.get("lr_max")),
             "lr": _f(rec.get("lr")),
+            **_intervals(st, rec),
             "warnings": " | ".join(st.get("warnings") or []),
             "key": gp.task.key,
         })
@@ -182,6 +183,17 @@ def build_rows(points: list[GridPoint], records: dict[str, dict[str, Any]],
             r["speedup_to_target"] = t0 / t if (math.isfinite(t) and math.isfinite(t0) and t > 0) \
                 else float("nan")
     return rows
+
+
+def _intervals(st: dict[str, Any], rec: dict[str, Any]) -> dict[str, float]:
+    """The conservative α*'s 95 % interval from the trace and the learning rates it implies
+    (lr scales with α*): ``alpha_star_lo/hi``, ``lr_lo/hi`` (NaN where the stability analysis
+    gave no interval)."""
+    ci = (st.get("alpha_star_ci") or {}).get(st.get("conservative") or "")
+    lo, hi = (ci if ci and len(ci) == 2 else (float("nan"), float("nan")))
+    a, lr = st.get("alpha_star_conservative"), rec.get("lr")
+    scale = lr / a if _finite(lr) and _finite(a) and a > 0 else float("nan")
+    return {"alpha_star_lo": _f(lo), "alpha_star_hi": _f(hi), "lr_lo": _f(lo * scale), "lr_hi": _f(hi * scale)}
 
 
 def stability_adjusted_speed(row: dict[str, Any], base: dict[str, Any] | None) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..errors import InputError
 from ..trace import Trace
@@ -36,13 +36,13 @@ class StabilityReport:
     lr: dict[str, float] | None = None
     base_lr: float | None = None
     sharpness: float | None = None
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list, repr=False)
     #: per criterion, a 95 % interval [lo, hi] for α* (trace sources only; see :mod:`.uncertainty`)
     alpha_star_ci: dict[str, list[float]] = field(default_factory=dict)
     #: per criterion, updates that would bring the interval's half-width under 1 % of α*
-    updates_for_1pct: dict[str, int] = field(default_factory=dict)
+    updates_for_1pct: dict[str, int] = field(default_factory=dict, repr=False)
     #: criteria skipped (memory, size) and intervals not computed, one sentence each
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list, repr=False)
 
     @property
     def alpha_star_conservative(self) -> float:
@@ -96,7 +96,7 @@ CI_MAX_SUPPORT_MS = 3000
 
 def analyze(source: Trace | Sequence[float], criteria: str | Sequence[str] = CRITERIA, optimizer: str = "sgd",
             momentum: float = 0.0, base_lr: float | None = None, sharpness: float | None = None, *,
-            uncertainty: bool = True, progress=None) -> StabilityReport:
+            uncertainty: bool = True, progress: Callable[[str, int, int], None] | None = None) -> StabilityReport:
     """α* of ``source`` (pmf array or :class:`~asyncsim.Trace`) under each criterion.
 
     The trace criterion is skipped (not an error) when the source is a pmf and ``criteria`` is the

@@ -247,7 +247,7 @@ class _OverBudget(Exception):
 
 
 def certify_no_crossing(p: np.ndarray, optimizer: str, m: float, alpha_hi: float, M: int,
-                        w_min: float = 1e-13, max_cells: int = 1 << 22,
+                        w_min: float = 1e-13, max_cells: int = 1 << 18,
                         fft_cap: int = 1 << 23, budget: float = 3e8) -> float | None:
     """``None`` if no θ ∈ (0, π] has the locus α(θ) on the real segment (0, ``alpha_hi``]
     (proved by the Lipschitz bound of the module doc); otherwise the α of a crossing found below

@@ -78,9 +78,9 @@ CHOICES = {
 #: integer options that size the work: small values, plus sizes that must be refused
 SIZES = {"--updates", "--steps", "--dim", "--max-iter", "--pretrain-steps", "--log-every", "--batch-size",
          "--lrs-per-round", "--workers"}
-#: (command, option) pairs whose bad values another issue fixes (15: stability pmf specs and huge
-#: staleness); not generated here until it lands (issue 17's trainer flags have)
-ELSEWHERE = {("stability", "--pmf")}
+#: (command, option) pairs whose bad values another issue fixes, not generated here until it lands
+#: (issue 15's pmf specs and issue 17's trainer flags have landed)
+ELSEWHERE: set = set()
 #: work-sizing options of the trainer commands get small values only (a huge --steps trains for days:
 #: not an input error, and these commands are issue 17's)
 SMALL_ONLY = {"train", "sharpness", "threshold", "figures"}

@@ -59,17 +59,13 @@ def _transfer_times(sc):
     if sc.network is None:
         z = np.zeros(n)
         return z, z, z, z
-    from ..network import build_network  # imports networkx: only for a scenario with a network
+    from ..network import build_network
 
     net = build_network(sc)
     if not net.is_constant():
         return "network latencies are random"
-    owner: dict[int, int] = {}
-    for w in range(n):
-        for route in (net.pull[w], net.push[w]):
-            for li in route.links:
-                if owner.setdefault(li, w) != w:
-                    return "workers share network links (contention is possible)"
+    if not net.is_uncontended():  # (the routes know which link directions two workers share)
+        return "workers share network links (contention is possible)"
     return (np.array([r.hold for r in net.pull]), np.array([r.fixed_latency for r in net.pull]),
             np.array([r.hold for r in net.push]), np.array([r.fixed_latency for r in net.push]))
 

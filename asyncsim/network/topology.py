@@ -232,6 +232,14 @@ def _rack_of(sc: Scenario) -> list[int]:
     return [int(p) if p is not None else i * racks // n for i, p in enumerate(_placements(sc))]
 
 
+def _rack_members(rack_of: list[int], racks: int) -> list[list[int]]:
+    """The workers of every rack, in worker order."""
+    members: list[list[int]] = [[] for _ in range(racks)]
+    for i, r in enumerate(rack_of):
+        members[r].append(i)
+    return members
+
+
 def _star_edges(sc: Scenario) -> list[tuple[str, str, float, Any]]:
     net = sc.network
     lat = net.latency
@@ -245,10 +253,7 @@ def _two_tier_edges(sc: Scenario) -> list[tuple[str, str, float, Any]]:
     net = sc.network
     lat = net.latency
     nic = _nic_bandwidths(sc)
-    rack_of = _rack_of(sc)
-    members: list[list[int]] = [[] for _ in range(net.racks)]
-    for i, r in enumerate(rack_of):
-        members[r].append(i)
+    members = _rack_members(_rack_of(sc), net.racks)
     server_bw = float(net.server_bandwidth_gbps or net.bandwidth_gbps)
     edges = [(SERVER, "core", server_bw, lat)]
     for r in range(net.racks):
@@ -368,9 +373,7 @@ def _build(sc: Scenario) -> Network:
         racks = net.racks
         rack_of = _rack_of(sc)
         # edge 0: server-core; edge 1 + r: core-r<r>; then each rack's workers in order
-        members: list[list[int]] = [[] for _ in range(racks)]
-        for i, r in enumerate(rack_of):
-            members[r].append(i)
+        members = _rack_members(rack_of, racks)
         pos = [0] * n
         e = 1 + racks
         for m in members:

@@ -146,7 +146,15 @@ def _point_label(values: dict[str, Any]) -> str:
     names = [f"{n} g0" if k.startswith("workers.0.") and any(o.startswith("workers.") and o != k and
                                                              not o.startswith("workers.0.") for o in values)
              else n for n, k in zip(names, values)]
-    return ", ".join(f"{n}={_fmt(v)}" for n, v in zip(names, values.values())) or "base"
+    units = [_unit(k) for k in values]
+    return ", ".join(f"{n}={_fmt(v)}{' ' + u if u and v is not None else ''}"
+                     for n, u, v in zip(names, units, values.values())) or "base"
+
+
+def _unit(key: str) -> str:
+    """The unit in a varied key's human name (``Gbit/s`` for a bandwidth), or ''."""
+    long = _human(key)
+    return long[long.index(" (") + 2:-1] if long.endswith(")") and " (" in long else ""
 
 
 def _plain_log(ax) -> None:

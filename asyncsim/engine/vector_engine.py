@@ -37,7 +37,8 @@ import math
 
 import numpy as np
 
-from ..rng import BLOCK, BlockSampler, Streams
+from ..distributions import Exponential
+from ..rng import BLOCK, Streams
 from ._model import async_columns
 
 __all__ = ["why_not_vectorisable", "run_vector"]
@@ -118,62 +119,73 @@ def why_not_vectorisable(sc) -> str | None:
 
 
 # --------------------------------------------------------------------- draws
+class _Source:
+    """Where one stream's draws come from: a stream of a :class:`~asyncsim.rng.StreamSet`
+    (``sset`` and ``i``) or, where there is no set, a generator of its own."""
+
+    __slots__ = ("sset", "i", "rng", "remake")
+
+    def __init__(self, sset, i, rng=None, remake=None):
+        self.sset, self.i, self.rng, self.remake = sset, i, rng, remake
+
+    def gen(self) -> np.random.Generator:
+        return self.rng if self.sset is None else self.sset.use(self.i)
+
+    def done(self) -> None:
+        if self.sset is not None:
+            self.sset.keep(self.i)
+
+    def restart(self) -> None:
+        if self.sset is None:
+            self.rng = self.remake()
+        else:
+            self.sset.reset(self.i)
+
+
 class _Stream:
-    """The first ``n`` draws of one distribution from one generator, as an array.
+    """The first ``n`` draws of one distribution from one stream, as an array.
 
     The values are the ones :class:`~asyncsim.rng.BlockSampler` hands out
-    (tests/test_parity.py checks it). A family with ``prefix_draws`` is drawn
-    in whole blocks up to the last one, then only the part of the last block
-    that is needed: its first values are the block's (the property, tested
-    per family). Should more be needed later, the stream is rebuilt with
-    ``remake`` and drawn again from its start. Other families draw whole
-    blocks (``BlockSampler.arrays()``).
+    (tests/test_parity.py checks it): whole blocks of ``BLOCK``. A family with
+    ``prefix_draws`` is drawn in whole blocks up to the last one, then only
+    the part of the last block that is needed: its first values are the
+    block's (the property, tested per family). Should more be needed later,
+    the stream is started again and drawn from its start.
     """
 
-    __slots__ = ("dist", "rng", "remake", "blocks", "n", "partial", "_more")
+    __slots__ = ("dist", "src", "blocks", "n", "partial")
 
-    def __init__(self, dist, rng, remake):
-        self.dist, self.rng, self.remake = dist, rng, remake
-        self._more = None if dist.prefix_draws else BlockSampler(dist, rng).arrays()
+    def __init__(self, dist, src: _Source, partial: bool = False):
+        self.dist, self.src = dist, src
         self.blocks: list[np.ndarray] = []
         self.n = 0
-        self.partial = False  # the last block was drawn in part
+        self.partial = partial  # the last block was drawn in part (or elsewhere): start again
 
     def _draw(self, n: int) -> None:
         if n <= self.n:
             return
-        if self._more is not None:
-            while self.n < n:
-                b = next(self._more)
-                self.blocks.append(b)
-                self.n += len(b)
-            return
+        src = self.src
         if self.partial:  # the generator is past a part-block: start again
-            self.rng, self.blocks, self.n, self.partial = self.remake(), [], 0, False
-        sample, rng = self.dist.sample, self.rng
+            src.restart()
+            self.blocks, self.n, self.partial = [], 0, False
+        sample, rng = self.dist.sample, src.gen()
         while self.n + BLOCK <= n:
             self.blocks.append(np.asarray(sample(rng, BLOCK), dtype=np.float64))
             self.n += BLOCK
         if self.n < n:
-            self.blocks.append(np.asarray(sample(rng, n - self.n), dtype=np.float64))
-            self.n, self.partial = n, True
+            if self.dist.prefix_draws:
+                self.blocks.append(np.asarray(sample(rng, n - self.n), dtype=np.float64))
+                self.n, self.partial = n, True
+            else:
+                self.blocks.append(np.asarray(sample(rng, BLOCK), dtype=np.float64))
+                self.n += BLOCK
+        src.done()
 
     def first(self, n: int) -> np.ndarray:
         self._draw(n)
         if len(self.blocks) > 1:
             self.blocks = [np.concatenate(self.blocks)]
         return self.blocks[0][:n]
-
-    def into(self, out: np.ndarray) -> None:
-        """:meth:`fill`; a fresh stream of a family with ``prefix_draws`` asked for
-        at most a block draws straight into ``out`` (inlined for performance:
-        no block of its own), and starts again should more be asked of it."""
-        n = len(out)
-        if self._more is None and not self.partial and not self.blocks and n <= BLOCK:
-            out[:] = self.dist.sample(self.rng, n)
-            self.partial = True  # the generator is past a part-block (or a block): start again
-            return
-        self.fill(out)
 
     def fill(self, out: np.ndarray) -> None:
         """Copy the first ``len(out)`` draws into ``out`` (no intermediate array)."""
@@ -189,59 +201,149 @@ class _Stream:
 
 
 class _Draws:
-    """Growable per-worker arrays of draws from the run's streams."""
+    """Per-worker arrays of draws from the run's compute streams.
+
+    The streams are one :class:`~asyncsim.rng.StreamSet` (no Python object per
+    worker); a worker's :class:`_Stream` is made only when it is asked for
+    draws one worker at a time. :meth:`matrix` draws every worker's first
+    ``n`` values in one loop straight into a matrix.
+    """
 
     def __init__(self, sc):
-        streams = Streams(sc.seed)
-        dists = sc.compute_dists()
-        gens = streams.workers(len(dists), "compute")
-        self.compute = [_Stream(d, g, lambda i=i: streams.worker(i, "compute")) for i, (d, g) in enumerate(zip(dists, gens))]
-        self.apply = _Stream(sc.server.apply, streams.server("apply"), lambda: streams.server("apply"))
+        self.streams = streams = Streams(sc.seed)
+        self.dists = sc.compute_dists()
+        self.groups = [(g.compute, g.count) for g in sc.workers]
+        n = len(self.dists)
+        self.sset = streams.worker_set(n, "compute")
+        self.gens = None if self.sset is not None else streams.workers(n, "compute")
+        self.compute: list[_Stream | None] = [None] * n
+        #: workers whose streams matrix() has used (drawn in part: start again)
+        self.used = False
+        self.apply = _Stream(sc.server.apply, _Source(None, 0, streams.server("apply"), lambda: streams.server("apply")))
+
+    def _stream(self, w: int) -> _Stream:
+        s = self.compute[w]
+        if s is None:
+            if self.sset is not None:
+                src = _Source(self.sset, w)
+            else:
+                src = _Source(None, w, self.gens[w], lambda w=w: self.streams.worker(w, "compute"))
+            s = self.compute[w] = _Stream(self.dists[w], src, partial=self.used)
+        return s
 
     def ensure(self, w: int, n: int) -> np.ndarray:
-        return self.compute[w].first(n)
+        return self._stream(w).first(n)
 
-    def matrix(self, n: int) -> np.ndarray:
+    def matrix(self, n: int, out: np.ndarray | None = None) -> np.ndarray:
         """The first ``n`` compute draws of every worker, one row per worker."""
-        out = np.empty((len(self.compute), n))
-        for w, s in enumerate(self.compute):
-            s.into(out[w])
+        nw = len(self.dists)
+        out = np.empty((nw, n)) if out is None else out
+        if self.sset is None or self.used or any(s is not None for s in self.compute) or \
+                not all(d.prefix_draws for d, _ in self.groups):
+            for w in range(nw):
+                self._stream(w).fill(out[w])
+            return out
+        self._fresh_matrix(out, n)
         return out
+
+    def _fresh_matrix(self, out: np.ndarray, n: int) -> None:
+        """:meth:`matrix` on streams not drawn from yet (inlined for performance:
+        one pointer write and one draw call per worker and block, no objects).
+        Exponential draws are ``mean * standard_exponential()``, numpy's own
+        formula (``random_exponential``), so the scaling is done once per group."""
+        sset = self.sset
+        pv = sset._pv
+        gen = sset.gen
+        ptrs = sset.pointers()
+        self.used = True  # (each stream is now past a part-block: later draws start again)
+        cuts = [(j, min(j + BLOCK, n)) for j in range(0, n, BLOCK)]
+        row0 = 0
+        for dist, count in self.groups:
+            rows = out[row0:row0 + count]
+            if type(dist) is Exponential:
+                se = gen.standard_exponential
+                if len(cuts) == 1:
+                    for p, r in zip(ptrs[row0:row0 + count], rows):
+                        pv[0] = p
+                        se(out=r)
+                else:
+                    for p, r in zip(ptrs[row0:row0 + count], rows):
+                        pv[0] = p
+                        for a, b in cuts:
+                            se(out=r[a:b])
+                rows *= dist.mean_
+            else:
+                sample = dist.sample
+                bufs = sset.buf
+                for w, (p, r) in enumerate(zip(ptrs[row0:row0 + count], rows), row0):
+                    pv[0] = p
+                    pv[1] = bufs[w]
+                    for a, b in cuts:
+                        r[a:b] = sample(gen, b - a)
+            row0 += count
 
     def ensure_apply(self, n: int) -> np.ndarray:
         return self.apply.first(n)
 
 
-def _merge(arrive: np.ndarray, n_runs: int) -> tuple[np.ndarray, np.ndarray]:
+def _merge(arrive: np.ndarray, n_runs: int, need: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``order = np.argsort(arrive, kind="stable")`` and ``arrive[order]`` for
     ``arrive`` made of ``n_runs`` sorted runs of non-negative finite times
-    (checked against both in tests).
+    (checked against both in tests). With ``need``, only the first ``need``
+    entries of both are guaranteed (they are a prefix of the full answer; there
+    may be more).
 
     Few runs: timsort, which merges the runs. Many runs: a least-significant-
     digit radix sort on a 32-bit quantisation of the times (two stable 16-bit
-    passes, which numpy does by radix), then the rare groups of times that
-    share a quantised value but are out of order are sorted on their own.
+    passes, which numpy does by radix), then every group of times that share a
+    quantised value and are out of order is sorted in one ``lexsort`` (by group,
+    then time: stable, so equal times stay in index order). Linear in the
+    length: the groups hold about ``len**2 / 2**32`` entries (2e4 at 1e7).
+    Asked for ``need`` entries out of many more, the times up to the
+    ``need``-th smallest (``np.partition``, linear) are selected first, in
+    index order, and only those are sorted.
     """
     if n_runs <= _TIMSORT_RUNS or len(arrive) < 2:
         p = np.argsort(arrive, kind="stable")
         return p, arrive[p]
-    hi = float(arrive.max())
+    if need is not None and 0 < need < len(arrive) // 2:
+        kth = np.partition(arrive, need - 1)[need - 1]
+        sel = np.flatnonzero(arrive <= kth)  # index order: a stable sort of them is the stable prefix
+        p, v = _radix_order(arrive[sel])
+        return sel[p], v
+    return _radix_order(arrive)
+
+
+def _radix_order(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stable argsort of non-negative finite ``x`` and the sorted values (see :func:`_merge`)."""
+    if len(x) < 2:
+        p = np.arange(len(x))
+        return p, x[p]
+    hi = float(x.max())
     # monotone in the time; the margin keeps the product below 2**32 after rounding
-    q = (arrive * ((2.0**32 - 2.0**12) / hi)).astype(np.uint32) if hi > 0 else np.zeros(len(arrive), np.uint32)
-    p = np.argsort((q & 0xFFFF).astype(np.uint16), kind="stable")
-    p = p[np.argsort((q >> 16).astype(np.uint16)[p], kind="stable")]
-    # now in (quantised time, index) order; fix groups with one quantised time
-    v = arrive[p]
-    for i in np.flatnonzero(v[1:] < v[:-1]).tolist():
-        key = q[p[i]]
-        lo, hi_ = i, i + 1
-        while lo > 0 and q[p[lo - 1]] == key:
-            lo -= 1
-        while hi_ + 1 < len(p) and q[p[hi_ + 1]] == key:
-            hi_ += 1
-        seg = p[lo:hi_ + 1]  # in index order: a stable sort by time is the stable order
-        p[lo:hi_ + 1] = seg = seg[np.argsort(arrive[seg], kind="stable")]
-        v[lo:hi_ + 1] = arrive[seg]
+    if hi > 0:
+        q = np.multiply(x, (2.0**32 - 2.0**12) / hi).astype(np.uint32)
+    else:
+        q = np.zeros(len(x), np.uint32)
+    halves = q.view(np.uint16)  # little-endian (low, high) pairs, else (high, low)
+    lo_h, hi_h = (halves[0::2], halves[1::2]) if np.little_endian else (halves[1::2], halves[0::2])
+    p = np.argsort(lo_h, kind="stable")
+    p = p[np.argsort(hi_h[p], kind="stable")]
+    # now in (quantised time, index) order; sort the groups of one quantised time
+    v = x[p]
+    bad = np.flatnonzero(v[1:] < v[:-1])
+    if len(bad):
+        qs = q[p]
+        keys = np.unique(qs[bad])
+        lo = np.searchsorted(qs, keys, side="left")
+        size = np.searchsorted(qs, keys, side="right") - lo
+        # positions of the groups, concatenated (each group a contiguous range of qs)
+        grp = np.repeat(np.arange(len(keys)), size)
+        idx = np.arange(len(grp)) - np.repeat(np.cumsum(size) - size, size) + lo[grp]
+        seg = p[idx]  # each group in index order
+        seg = seg[np.lexsort((x[seg], grp))]
+        p[idx] = seg
+        v[idx] = x[seg]
     return p, v
 
 
@@ -324,7 +426,7 @@ def _run_kasync(sc, K, updates, until, progress):
                     arr_l.append(np.cumsum(c))
             last = np.array([x[-1] for x in arr_l])
             arrive = np.concatenate(arr_l)
-        order, srt = _merge(arrive, n)
+        order, srt = _merge(arrive, n, None if updates is None else updates * K + 1)
         if updates is not None:
             m = updates * K
             horizon = srt[m - 1] if len(order) >= m else math.inf
@@ -413,7 +515,7 @@ def _run_rounds(sc, K, updates, until, progress):
         per = _mean_or(sc.server.apply, 0.0) + max(_mean_or(g.compute) for g in sc.workers)
         R = int(until / max(per, 1e-300) * 1.1) + 16
     while True:
-        C = np.stack([draws.ensure(w, R)[:R] for w in range(n)], axis=1)  # (R, N)
+        C = draws.matrix(R).T  # (R, N)
         S = draws.ensure_apply(R)[:R]
         srt = np.sort(C, axis=1)
         ck = srt[:, K - 1]
@@ -479,7 +581,7 @@ def _run_round_robin(sc, updates, until, progress):
         U = int(until / max(per, 1e-300) * 1.1) + 2 * n
     while True:
         rounds = -(-U // n)
-        C = np.stack([draws.ensure(w, rounds)[:rounds] for w in range(n)], axis=1)  # (rounds, N)
+        C = draws.matrix(rounds).T  # (rounds, N)
         S = draws.ensure_apply(rounds * n)[: rounds * n]
         t_read = np.empty(rounds * n)
         t_done = np.empty(rounds * n)

@@ -35,7 +35,7 @@ from heapq import heappop, heappush
 
 import numpy as np
 
-from ._model import Model, _times, async_columns, by_worker
+from ._model import Model, async_columns, by_worker, first_draws
 
 __all__ = ["run_async_loop"]
 
@@ -61,7 +61,6 @@ def run_async_loop(sc, *, updates, until, progress=None):
     """Simulate an async scenario; returns ``(columns, sim_time, n_updates)``."""
     m = Model(sc, _NoKernel(), updates=updates, until=until, progress=progress)
     n = m.n
-    comp = m.compute_next
     apply_next = m.apply_next
     heap: list = []
     push = heappush
@@ -198,6 +197,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
 
     if not has_net and zero_apply:
         return _run_plain(m, n, updates, until, progress, stop_at, prog_every)
+    comp = m.compute_next  # (after the plain loop's exit: it draws its own way)
     if until is not None:
         # the time limit is an entry after every other one at that time: nothing
         # later is popped, and nothing later takes the shortcut past the heap
@@ -431,13 +431,14 @@ def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
       rarely coincide; when they do, the later-scheduled workers wait in
       ``tied[time]`` in scheduling order, which is the order the ``(time, key)``
       heap (and SimPy) pops them in;
-    * a worker's next event time comes ready-made from :func:`_times` (its draws'
-      running sums, ``np.cumsum``: the same additions ``t + d`` in the same
-      order), whose blocks ``keep`` holds; the ``k``-th update of worker ``w``
-      happened at the ``k``-th of those times, so the loop records only ``w``.
+    * a worker's next event time comes ready-made from :func:`._model.first_draws`
+      (its draws' running sums, ``np.cumsum``: the same additions ``t + d`` in
+      the same order; the first block of every worker in one matrix, later
+      blocks in ``keep``); the ``k``-th update of worker ``w`` happened at the
+      ``k``-th of those times, so the loop records only ``w``.
     """
-    keep: list[list[np.ndarray]] = [[] for _ in range(n)]
-    nxt = [_times(s, m.chunk, k) for s, k in zip(m.compute, keep)]
+    # each worker's first block of times in one matrix, later blocks (if any) in keep
+    nxt, first_times, keep = first_draws(m.compute, m.chunk, times=True)
     heap: list[float] = []
     due: dict[float, int] = {}
     tied: dict[float, list[int]] = {}
@@ -494,10 +495,14 @@ def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
     del rec_w
     order = by_worker(worker)
     # each worker's first (number of its updates) times, in the grouped order
-    counts = np.bincount(worker, minlength=n).tolist()
+    counts = np.bincount(worker, minlength=n)
     t_app = np.empty(len(worker), dtype=np.float64)
-    t_app[order] = np.concatenate(
-        [(k[0] if len(k) == 1 else np.concatenate(k))[:c] for k, c in zip(keep, counts)])
+    if not keep:  # no worker went past its first block: row-major is the grouped order
+        t_app[order] = first_times[np.arange(first_times.shape[1]) < counts[:, None]]
+    else:
+        t_app[order] = np.concatenate(
+            [np.concatenate([first_times[w]] + keep[w])[:c] if w in keep else first_times[w, :c]
+             for w, c in enumerate(counts.tolist())])
     if t > horizon:  # cut off the records past the time limit
         count = int(np.searchsorted(t_app, horizon, side="right"))
         worker, t_app, order = worker[:count], t_app[:count], None

@@ -37,8 +37,7 @@ import math
 
 import numpy as np
 
-from ..distributions import Exponential
-from ..rng import BLOCK, Streams
+from ..rng import BLOCK, Streams, draw_first
 from ._model import async_columns
 
 __all__ = ["why_not_vectorisable", "run_vector"]
@@ -238,51 +237,15 @@ class _Draws:
 
     def matrix(self, n: int, out: np.ndarray | None = None) -> np.ndarray:
         """The first ``n`` compute draws of every worker, one row per worker."""
-        nw = self.n
-        out = np.empty((nw, n)) if out is None else out
+        out = np.empty((self.n, n)) if out is None else out
         if self.sset is None or self.used or self.compute or not all(d.prefix_draws for d, _ in self.groups):
-            for w in range(nw):
+            for w in range(self.n):
                 self._stream(w).fill(out[w])
             return out
-        self._fresh_matrix(out, n)
-        return out
-
-    def _fresh_matrix(self, out: np.ndarray, n: int) -> None:
-        """:meth:`matrix` on streams not drawn from yet (inlined for performance:
-        one pointer write and one draw call per worker and block, no objects).
-        Exponential draws are ``mean * standard_exponential()``, numpy's own
-        formula (``random_exponential``), so the scaling is done once per group."""
-        sset = self.sset
-        pv = sset._pv
-        gen = sset.gen
-        ptrs = sset.pointers()
-        self.used = True  # (each stream is now past a part-block: later draws start again)
-        cuts = [(j, min(j + BLOCK, n)) for j in range(0, n, BLOCK)]
-        row0 = 0
-        for dist, count in self.groups:
-            rows = out[row0:row0 + count]
-            if type(dist) is Exponential:
-                se = gen.standard_exponential
-                if len(cuts) == 1:
-                    for p, r in zip(ptrs[row0:row0 + count], rows):
-                        pv[0] = p
-                        se(out=r)
-                else:
-                    for p, r in zip(ptrs[row0:row0 + count], rows):
-                        pv[0] = p
-                        for a, b in cuts:
-                            se(out=r[a:b])
-                if dist.mean_ != 1.0:  # (x * 1.0 is x)
-                    rows *= dist.mean_
-            else:
-                sample = dist.sample
-                bufs = sset.buf
-                for w, (p, r) in enumerate(zip(ptrs[row0:row0 + count], rows), row0):
-                    pv[0] = p
-                    pv[1] = bufs[w]
-                    for a, b in cuts:
-                        r[a:b] = sample(gen, b - a)
-            row0 += count
+        # fresh streams: all drawn in one loop (rng.draw_first); they are then past a
+        # part-block, so later draws start again
+        self.used = True
+        return draw_first(self.sset, self.groups, n, out)
 
     def ensure_apply(self, n: int) -> np.ndarray:
         return self.apply.first(n)

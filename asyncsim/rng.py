@@ -345,10 +345,13 @@ def rest_blocks(src, i: int, dist, first: int):
     other families draw whole blocks in :func:`draw_first` too."""
     src.reset(i)
     sample = dist.sample
-    block = np.asarray(sample(src.use(i), BLOCK), dtype=np.float64)
-    src.keep(i)
-    if first < BLOCK:
-        yield block[first:]
+    for _ in range(first // BLOCK + 1):  # up to the block that holds draw `first`
+        block = np.asarray(sample(src.use(i), BLOCK), dtype=np.float64)
+        src.keep(i)
+    if first % BLOCK:
+        yield block[first % BLOCK:]
+    else:
+        yield block
     while True:
         block = np.asarray(sample(src.use(i), BLOCK), dtype=np.float64)
         src.keep(i)

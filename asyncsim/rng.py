@@ -90,42 +90,66 @@ def _words(x: int) -> list[int]:
 
 def _seed_states(seed: int, keys: np.ndarray) -> np.ndarray:
     """PCG64's four 64-bit seed words, ``SeedSequence(seed, spawn_key=key)
-    .generate_state(4, np.uint64)``, for each row of ``keys`` (each < 2**32)."""
+    .generate_state(4, np.uint64)``, for each row of ``keys`` (each < 2**32).
+
+    The pool is first filled and mixed from the seed's words alone, the same
+    for every key: that part is done once on Python ints. Each later word is
+    mixed into the four pool words at once (the hash constants follow one
+    another in a fixed order whatever the data), so a key costs a few dozen
+    numpy operations on (4, keys) columns whatever the number of keys."""
     run = _words(int(seed))
     if len(run) < _POOL:
         run = run + [0] * (_POOL - len(run))
     k = len(keys)
-    ent = [np.full(k, w, dtype=np.uint32) for w in run] + [keys[:, j].astype(np.uint32) for j in range(keys.shape[1])]
     h = _INIT_A
 
-    def hashmix(v: np.ndarray) -> np.ndarray:
+    def consts(n: int) -> list[int]:
+        """The next ``n`` hash constants (hashmix's multiplier before and after each call)."""
         nonlocal h
-        v = v ^ np.uint32(h)
-        h = (h * _MULT_A) & _M32
-        v = v * np.uint32(h)
-        return v ^ (v >> np.uint32(_XSHIFT))
+        out = []
+        for _ in range(n):
+            before = h
+            h = (h * _MULT_A) & _M32
+            out.append((before, h))
+        return out
 
-    def mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        r = np.uint32(_MIX_L) * x - np.uint32(_MIX_R) * y
-        return r ^ (r >> np.uint32(_XSHIFT))
+    def hashmix_int(v: int) -> int:
+        (x, m), = consts(1)
+        v = ((v ^ x) * m) & _M32
+        return v ^ (v >> _XSHIFT)
 
-    pool = [hashmix(ent[i] if i < len(ent) else np.zeros(k, np.uint32)) for i in range(_POOL)]
+    def mix_int(x: int, y: int) -> int:
+        r = (_MIX_L * x - _MIX_R * y) & _M32
+        return r ^ (r >> _XSHIFT)
+
+    pool = [hashmix_int(run[i]) for i in range(_POOL)]
     for src in range(_POOL):
         for dst in range(_POOL):
             if src != dst:
-                pool[dst] = mix(pool[dst], hashmix(pool[src]))
-    for src in range(_POOL, len(ent)):
-        for dst in range(_POOL):
-            pool[dst] = mix(pool[dst], hashmix(ent[src]))
-    out = np.empty((k, 8), dtype=np.uint32)
+                pool[dst] = mix_int(pool[dst], hashmix_int(pool[src]))
+    words = run[_POOL:] + [keys[:, j].astype(np.uint32) for j in range(keys.shape[1])]
+    P = np.empty((_POOL, k), dtype=np.uint32)
+    P[:] = np.array(pool, dtype=np.uint32)[:, None]
+    s16 = np.uint32(_XSHIFT)
+    ml, mr = np.uint32(_MIX_L), np.uint32(_MIX_R)
+    for w in words:
+        c = consts(_POOL)  # one hashmix of the same word per pool word, in pool order
+        xa = np.array([x for x, _ in c], dtype=np.uint32)[:, None]
+        ma = np.array([m for _, m in c], dtype=np.uint32)[:, None]
+        v = (np.asarray(w, dtype=np.uint32) ^ xa) * ma
+        v ^= v >> s16
+        r = ml * P - mr * v
+        P = r ^ (r >> s16)
     hb = _INIT_B
-    for i in range(8):
-        v = pool[i % _POOL] ^ np.uint32(hb)
+    xb, mb = [], []
+    for _ in range(8):
+        xb.append(hb)
         hb = (hb * _MULT_B) & _M32
-        v = v * np.uint32(hb)
-        out[:, i] = v ^ (v >> np.uint32(_XSHIFT))
+        mb.append(hb)
+    v = (P[np.arange(8) % _POOL] ^ np.array(xb, dtype=np.uint32)[:, None]) * np.array(mb, dtype=np.uint32)[:, None]
+    out = v ^ (v >> s16)  # (8, keys)
     # 64-bit words from little-endian pairs of 32-bit words, as numpy does
-    return out[:, 0::2].astype(np.uint64) | (out[:, 1::2].astype(np.uint64) << np.uint64(32))
+    return (out[0::2].astype(np.uint64) | (out[1::2].astype(np.uint64) << np.uint64(32))).T.copy()
 
 
 class _FixedState:

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_bound.py [--repeats 3] [--sizes 1e5,1e6,1e7] [--workers 8,64,512,4096,32768]
                                      [--modes api,command]
+    python benchmarks/bench_bound.py --memory [--workers 8,512,32768] [--sizes 1e5]
 
 For each N and number of updates: the median wall time of ``asyncsim.simulate(sc,
 engine="vector")`` on async with exponential compute (the call a user or a
@@ -17,6 +18,11 @@ runs: after ``asyncsim.keep_freed_memory()`` when the command turns it on
 (``ASYNCSIM_KEEP_FREED_MEMORY=1``; see asyncsim/_alloc.py), else exactly the
 api's conditions plus the command's own work around the run (the trace
 summary it prints, timed separately as "cmd s").
+
+``--memory``: the peak memory of one run of each engine (tracemalloc, each
+run in a fresh process, async with exponential compute, zero apply time and a
+1 us apply time: the heap engine's plain loop and its general kernel) against
+the trace's own size (the bytes of its seven columns).
 """
 
 from __future__ import annotations
@@ -81,6 +87,34 @@ def measure(n: int, u: int, repeats: int, command: bool) -> dict:
     return out
 
 
+_MEMORY_PROBE = """
+import sys, tracemalloc, asyncsim
+n, u, eng, apply = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+sc = {"name": "m", "seed": 1, "workers": [{"count": n, "compute": {"dist": "exponential", "mean": 1.0}}],
+      "policy": {"kind": "async"}, "stop": {"updates": u}, "server": {"apply": {"dist": "constant", "value": apply}}}
+sc = asyncsim.load_scenario(sc)
+asyncsim.simulate(sc.model_copy(update={"stop": sc.stop.model_copy(update={"updates": 100})}), engine=eng)
+tracemalloc.start()
+tr = asyncsim.simulate(sc, engine=eng)
+peak = tracemalloc.get_traced_memory()[1]
+print(peak, sum(c.nbytes for c in tr.columns.values()))
+"""
+
+
+def memory(args) -> int:
+    print("\n## peak traced memory of one run against the trace's size")
+    print(f"{'engine':>7} {'apply':>6} {'N':>6} {'updates':>9} {'peak MB':>9} {'trace MB':>9} {'peak / trace':>13}")
+    for u in args.sizes:
+        for n in args.workers:
+            for eng, apply in (("vector", 0.0), ("heap", 0.0), ("heap", 1e-6), ("simpy", 0.0)):
+                out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(n), str(u), eng, str(apply)],
+                                     capture_output=True, text=True, check=True)
+                peak, size = map(int, out.stdout.split())
+                print(f"{eng:>7} {apply:>6g} {n:>6} {u:>9.0e} {peak / 2**20:>9.1f} {size / 2**20:>9.1f} "
+                      f"{peak / size:>13.2f}", flush=True)
+    return 0
+
+
 def child(args) -> int:
     command = args.child == "command"
     if command and os.environ.get("ASYNCSIM_KEEP_FREED_MEMORY", "0").strip() == "1":
@@ -99,12 +133,15 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="1e5,1e6,1e7")
     ap.add_argument("--workers", default="8,64,512,4096,32768")
     ap.add_argument("--modes", default="api,command")
+    ap.add_argument("--memory", action="store_true", help="peak memory of each engine against the trace's size")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.sizes = [int(float(x)) for x in str(args.sizes).split(",")]
     args.workers = [int(x) for x in str(args.workers).split(",")]
     if args.child:
         return child(args)
+    if args.memory:
+        return memory(args)
     import asyncsim
 
     print(f"# asyncsim {asyncsim.__version__}, python {sys.version.split()[0]}, numpy {np.__version__}; "

@@ -382,9 +382,10 @@ def rest_blocks(src, i: int, dist, first: int):
         yield block
 
 
-def draw_first(src, groups, n: int, out: np.ndarray | None = None) -> np.ndarray:
+def draw_first(src, groups, n: int, out: np.ndarray | None = None, start: int = 0) -> np.ndarray:
     """Every stream's first ``n`` draws (BlockSampler's values), one row per
-    stream; ``groups``: ``[(dist, count), ...]`` in stream order. The streams
+    stream; ``groups``: ``[(dist, count), ...]`` in stream order from stream
+    ``start`` on. The streams
     are left part-drawn: continue one with :func:`rest_blocks`.
 
     On a :class:`StreamSet` with families that have ``prefix_draws``, one
@@ -400,14 +401,14 @@ def draw_first(src, groups, n: int, out: np.ndarray | None = None) -> np.ndarray
         row0 = 0
         for dist, count in groups:
             for w in range(row0, row0 + count):
-                rng = src.use(w)
+                rng = src.use(start + w)
                 for a, b in cuts:
                     block = np.asarray(dist.sample(rng, BLOCK), dtype=np.float64)
                     out[w, a:b] = block[:b - a]
-                src.keep(w)
+                src.keep(start + w)
             row0 += count
         return out
-    pv, gen, ptrs, bufs = src._pv, src.gen, src.pointers(), src.buf
+    pv, gen, ptrs, bufs = src._pv, src.gen, src.pointers()[start:start + total], src.buf[start:start + total]
     row0 = 0
     from .distributions import Exponential
 

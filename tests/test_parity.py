@@ -338,3 +338,15 @@ def test_vector_regrows_its_draws(policy, stop, same, monkeypatch):
         sc["workers"] = [{"count": 20, "compute": {"dist": "exponential", "mean": 0.5}}]
     traces = check_parity(sc, str(policy))
     assert "vector" in traces and grown
+
+
+@pytest.mark.parametrize("kind", [{"kind": "async"}, {"kind": "k_async", "k": 3}])
+def test_vector_group_matrices_on_many_workers(kind):
+    """Worker groups of different speeds on the vector engine (one draw matrix per
+    group, streams in bulk) against the heap engine, with a few draws per worker."""
+    sc = {"name": "groups", "seed": 12, "policy": kind, "stop": {"updates": 3000},
+          "workers": [{"count": 700, "compute": {"dist": "exponential", "mean": 1.0}},
+                      {"count": 300, "compute": {"dist": "gamma", "mean": 2.5, "cv": 0.5}},
+                      {"count": 24, "compute": {"dist": "empirical", "values": [0.3, 0.9, 1.7]}}]}
+    s = load_scenario(sc)
+    assert assert_same(simulate(s, engine="heap"), simulate(s, engine="vector"), "groups") is None

@@ -247,6 +247,19 @@ class _Draws:
         self.used = True
         return draw_first(self.sset, self.groups, n, out)
 
+    def group_matrices(self, counts) -> list[np.ndarray] | None:
+        """:meth:`matrix` per worker group, ``counts[g]`` draws for group ``g``; ``None``
+        where that does not apply (streams already drawn, or families without
+        ``prefix_draws``): then draw worker by worker."""
+        if self.sset is None or self.used or self.compute or not all(d.prefix_draws for d, _ in self.groups):
+            return None
+        self.used = True
+        out, row0 = [], 0
+        for (dist, k), c in zip(self.groups, counts):
+            out.append(draw_first(self.sset, [(dist, k)], int(c), start=row0))
+            row0 += k
+        return out
+
     def ensure_apply(self, n: int) -> np.ndarray:
         return self.apply.first(n)
 
@@ -358,6 +371,13 @@ def _run_kasync(sc, K, updates, until, progress):
             np.cumsum(arrive, axis=1, out=arrive)
             arrive = arrive.ravel()
             last = arrive[c - 1::c]
+        elif not has_net and (mats := draws.group_matrices(counts[np.cumsum(group_size) - group_size])) is not None:
+            # one matrix per worker group (each group's workers draw alike), no object per worker
+            for a in mats:
+                np.cumsum(a, axis=1, out=a)
+            last = np.concatenate([a[:, -1] for a in mats])
+            arrive = np.concatenate([a.ravel() for a in mats])
+            del mats
         else:
             arr_l, rd_l, dn_l = [], [], []
             for w in range(n):

@@ -493,22 +493,26 @@ class Model:
                 "t_up": np.array([r[2] for r in rows], dtype=np.float64)}
 
     def columns(self) -> dict[str, np.ndarray]:
-        """The recorded rows as trace columns."""
+        """The recorded rows as trace columns: numpy views of the recording buffers
+        (no copy: the model is done with them; a run's peak memory is then about
+        the trace's own size, not twice it)."""
         if self.async_compact:
-            return async_columns(np.asarray(self._c_worker, dtype=np.int32), np.frombuffer(self._c_td).copy(),
-                                 np.frombuffer(self._c_ta).copy())
-        step = np.frombuffer(self._c_step, dtype=np.int64).copy() if len(self._c_step) else np.empty(0, np.int64)
-        rv = np.frombuffer(self._c_rv, dtype=np.int64).copy() if len(self._c_rv) else np.empty(0, np.int64)
+            return async_columns(np.frombuffer(self._c_worker, dtype=np.int32), np.frombuffer(self._c_td),
+                                 np.frombuffer(self._c_ta))
+        step = np.frombuffer(self._c_step, dtype=np.int64) if len(self._c_step) else np.empty(0, np.int64)
+        rv = np.frombuffer(self._c_rv, dtype=np.int64) if len(self._c_rv) else np.empty(0, np.int64)
 
         def f64(a):
-            return np.frombuffer(a, dtype=np.float64).copy() if len(a) else np.empty(0, np.float64)
+            return np.frombuffer(a, dtype=np.float64) if len(a) else np.empty(0, np.float64)
 
-        worker = np.asarray(self._c_worker, dtype=np.int32) if len(self._c_worker) else np.empty(0, np.int32)
+        worker = np.frombuffer(self._c_worker, dtype=np.int32) if len(self._c_worker) else np.empty(0, np.int32)
+        staleness = step - rv
+        staleness[step < 0] = -1
         return {
             "step": step,
             "worker": worker,
             "read_version": rv,
-            "staleness": np.where(step >= 0, step - rv, -1),
+            "staleness": staleness,
             "t_read": f64(self._c_tr),
             "t_done": f64(self._c_td),
             "t_applied": f64(self._c_ta),

@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from array import array
 from collections import deque
 from heapq import heappop, heappush
 
@@ -83,7 +84,8 @@ def run_async_loop(sc, *, updates, until, progress=None):
     busy = False
     zero_apply = sc.server.apply.dist == "constant" and float(sc.server.apply.value) == 0.0
 
-    rec_w, rec_tr, rec_td, rec_ta = [], [], [], []
+    # typed growable columns (8 bytes a value, not a Python float's 32)
+    rec_w, rec_tr, rec_td, rec_ta = array("i"), array("d"), array("d"), array("d")
     a_w, a_tr, a_td, a_ta = rec_w.append, rec_tr.append, rec_td.append, rec_ta.append
     count = 0
     stop_at = updates if updates is not None else -1
@@ -388,7 +390,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
     except _Done:
         pass
 
-    worker = np.asarray(rec_w, dtype=np.int32)
+    worker = np.frombuffer(rec_w, dtype=np.int32) if len(rec_w) else np.empty(0, np.int32)
     k = len(worker)
     step = np.arange(k, dtype=np.int64)
     # read_version: the pull starts right after the worker's own previous update
@@ -404,9 +406,9 @@ def run_async_loop(sc, *, updates, until, progress=None):
         "worker": worker,
         "read_version": rv,
         "staleness": step - rv,
-        "t_read": np.asarray(rec_tr, dtype=np.float64),
-        "t_done": np.asarray(rec_td, dtype=np.float64),
-        "t_applied": np.asarray(rec_ta, dtype=np.float64),
+        "t_read": np.frombuffer(rec_tr) if len(rec_tr) else np.empty(0),
+        "t_done": np.frombuffer(rec_td) if len(rec_td) else np.empty(0),
+        "t_applied": np.frombuffer(rec_ta) if len(rec_ta) else np.empty(0),
     }
     if count == stop_at:
         sim_time = float(rec_ta[-1])
@@ -448,7 +450,7 @@ def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
             tied.setdefault(t, []).append(w)
         heap.append(t)
     heapq.heapify(heap)
-    rec_w: list[int] = []
+    rec_w = array("i")  # (8 bytes a value less than a list)
     a_w = rec_w.append
     horizon = until if until is not None else math.inf
     replace = heapq.heapreplace
@@ -491,7 +493,7 @@ def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
             break
         if prog_every and end % prog_every == 0:
             progress(min(1.0, count / updates))
-    worker = np.fromiter(rec_w, dtype=np.int32, count=len(rec_w))
+    worker = np.frombuffer(rec_w, dtype=np.int32) if len(rec_w) else np.empty(0, np.int32)
     del rec_w
     order = by_worker(worker)
     # each worker's first (number of its updates) times, in the grouped order

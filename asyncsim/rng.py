@@ -9,8 +9,14 @@ stream under every policy (common random numbers across policies):
 * ``worker(i, "faults")``   random crash / repair times of worker ``i``
 * ``server("apply")``       server apply times
 
-Every engine draws through :class:`BlockSampler` with the same block size, so
-all engines consume each stream identically and produce identical traces.
+Every engine hands out :class:`BlockSampler`'s values (blocks of ``BLOCK``
+draws per stream), so all engines see the same draws and produce identical
+traces. How they get them differs: a run's compute streams are one
+:class:`StreamSet` (the PCG64 states of all workers seeded in bulk by
+:func:`pcg64_states`, one shared generator, no Python object per worker), and
+the event engines' first block per worker is only as long as the run is
+expected to need (:func:`draw_first`, :func:`rest_blocks`); the values are the
+blocks' all the same (tests/test_rng.py, tests/test_engine_regression.py).
 """
 
 from __future__ import annotations

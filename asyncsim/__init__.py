@@ -104,7 +104,7 @@ def simulate(
 
 
 def keep_freed_memory(children: bool = True) -> bool:
-    """Keep freed memory for the next run's arrays (glibc only; the command line does this).
+    """Keep freed memory for the next run's arrays (glibc only; an opt-in: the engines do not need it).
 
     With ``children``, worker processes started later do the same (through
     glibc's environment variables). Returns whether it took effect. See

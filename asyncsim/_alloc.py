@@ -9,10 +9,19 @@ vectorised run of 2e5 updates (docs/benchmarks.md). Asking glibc to serve
 arrays up to ``MMAP_THRESHOLD`` from the heap and to keep ``TOP_PAD`` bytes
 free at its top (``mallopt``) lets the next run reuse the same pages.
 
-The ``asyncsim`` command does this for itself and, through the environment
-variables glibc reads at start-up (``MALLOC_MMAP_THRESHOLD_``,
-``MALLOC_TOP_PAD_``), for the plan's worker processes. The library never does it on import: call :func:`keep_freed_memory`
-in a long sweep of your own. Set ``ASYNCSIM_KEEP_FREED_MEMORY=0`` to opt out.
+This is an opt-in, never a default (issue 21): a library should not retune
+its host process's allocator, and the engines no longer need it to be fast
+(they write their arrays in few passes, with few temporaries of the trace's
+size; docs/benchmarks.md, "Engines at the limit"). Turn it on
+
+* in your own program: call :func:`keep_freed_memory` once at start (it also
+  sets the environment variables glibc reads at start-up,
+  ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TOP_PAD_``, for processes started
+  afterwards);
+* for the ``asyncsim`` command and the plan's worker processes: set
+  ``ASYNCSIM_KEEP_FREED_MEMORY=1`` in the environment.
+
+``ASYNCSIM_KEEP_FREED_MEMORY=0`` makes :func:`keep_freed_memory` do nothing.
 Elsewhere than glibc (macOS, musl) it does nothing and returns ``False``.
 """
 
@@ -35,7 +44,12 @@ _M_TOP_PAD, _M_MMAP_THRESHOLD = -2, -3  # glibc's <malloc.h>
 
 def enabled() -> bool:
     """Not opted out with ``ASYNCSIM_KEEP_FREED_MEMORY=0``."""
-    return os.environ.get("ASYNCSIM_KEEP_FREED_MEMORY", "1").strip() != "0"
+    return os.environ.get("ASYNCSIM_KEEP_FREED_MEMORY", "").strip() != "0"
+
+
+def requested() -> bool:
+    """Opted in with ``ASYNCSIM_KEEP_FREED_MEMORY=1`` (the command and the plan's workers)."""
+    return os.environ.get("ASYNCSIM_KEEP_FREED_MEMORY", "").strip() == "1"
 
 
 def keep_freed_memory(children: bool = True) -> bool:

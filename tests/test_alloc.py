@@ -63,10 +63,28 @@ def test_sets_environment_for_children_and_opt_out(monkeypatch):
 
 
 @pytest.mark.skipif(not _glibc(), reason="glibc only")
-def test_plan_workers_inherit_the_settings(monkeypatch):
+def test_plan_workers_inherit_the_settings_when_asked(monkeypatch):
     from asyncsim.plan import backends
 
-    monkeypatch.delenv("ASYNCSIM_KEEP_FREED_MEMORY", raising=False)
-    assert set(_alloc.ENV.items()) <= set(backends.worker_env_vars().items())
-    monkeypatch.setenv("ASYNCSIM_KEEP_FREED_MEMORY", "0")  # read when workers start, not at import
+    monkeypatch.delenv("ASYNCSIM_KEEP_FREED_MEMORY", raising=False)  # an opt-in: not by default
     assert not set(_alloc.ENV) & set(backends.worker_env_vars())
+    monkeypatch.setenv("ASYNCSIM_KEEP_FREED_MEMORY", "1")  # read when workers start, not at import
+    assert set(_alloc.ENV.items()) <= set(backends.worker_env_vars().items())
+
+
+def test_the_command_leaves_the_allocator_alone_unless_asked(monkeypatch):
+    """``asyncsim`` calls keep_freed_memory only with ASYNCSIM_KEEP_FREED_MEMORY=1."""
+    import asyncsim.cli as cli
+
+    calls = []
+    monkeypatch.setattr(_alloc, "keep_freed_memory", lambda children=True: calls.append(children) or True)
+    monkeypatch.setattr(cli, "run", lambda argv: 0)
+    for value, want in ((None, 0), ("0", 0), ("1", 1)):
+        calls.clear()
+        if value is None:
+            monkeypatch.delenv("ASYNCSIM_KEEP_FREED_MEMORY", raising=False)
+        else:
+            monkeypatch.setenv("ASYNCSIM_KEEP_FREED_MEMORY", value)
+        with pytest.raises(SystemExit):
+            cli.main()
+        assert len(calls) == want, value

@@ -56,6 +56,31 @@ def test_merge_order_property(seed, n_runs, length, scale, step):
     np.testing.assert_array_equal(_merge_order(a, n_runs), np.argsort(a, kind="stable"))
 
 
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_runs=st.integers(5, 80), length=st.integers(1, 300),
+       step=st.sampled_from([None, 0.5]), frac=st.floats(0.0, 0.6))
+def test_merge_prefix_equals_stable_argsort(seed, n_runs, length, step, frac):
+    """Asked for the first ``need`` entries only (selection, then a sort of those)."""
+    a = _runs(seed, n_runs, length, 1.0, step)
+    need = max(1, int(len(a) * frac))
+    order, srt = _merge(a, n_runs, need)
+    want = np.argsort(a, kind="stable")
+    assert len(order) >= need
+    np.testing.assert_array_equal(order[:need], want[:need])
+    np.testing.assert_array_equal(srt[:need], a[want[:need]])
+
+
+def test_merge_order_many_collisions_is_linear():
+    """A million near-equal times in 64 runs (most quantised values shared by several
+    runs): the one-lexsort repair gives the stable order (the old per-group loop
+    took a Python iteration and an argsort per group)."""
+    rng = np.random.default_rng(3)
+    a = (np.sort(rng.random((64, 16_000)), axis=1) * 1e-6 + 1.0).ravel()
+    order, srt = _merge(a, 64)
+    np.testing.assert_array_equal(order, np.argsort(a, kind="stable"))
+    np.testing.assert_array_equal(srt, a[order])
+
+
 def test_merge_order_repairs_quantisation_collisions():
     # pairs of times 1 ulp-ish apart in different runs share a quantised value and
     # arrive in index order, not time order: the repair must swap them

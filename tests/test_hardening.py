@@ -287,7 +287,7 @@ def test_memory_estimate_is_not_below_the_measured_peak(policy, engine, n, updat
         "import sys\n"
         "from asyncsim._alloc import keep_freed_memory\n"
         "from asyncsim.cli import run\n"
-        "keep_freed_memory()  # as the asyncsim command does\n"
+        "keep_freed_memory()  # (the opt-in: freed pages reused, a steadier measurement)\n"
         f"run(['simulate', {str(sc_path)!r}, '-n', '10', '--engine', {engine!r}, '-o', {str(tmp_path / 'w.parquet')!r},"
         " '--json'])\n"
         "base = int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) * 1024\n"

@@ -246,31 +246,62 @@ def test_plain_async_over_many_blocks_identical(compute, stop):
                                        {"weight": 0.2, "dist": "constant", "value": 3.0}]},
     {"dist": "empirical", "values": [0.1, 0.2, 0.7]},
 ])
-def test_vector_draws_equal_blocksampler(spec):
-    """The vectorised engine's block draws are BlockSampler's values (same stream use)."""
+@pytest.mark.parametrize("bulk", [False, True], ids=["generator", "stream-set"])
+def test_vector_draws_equal_blocksampler(spec, bulk):
+    """The vectorised engine's block draws are BlockSampler's values (same stream
+    use), from a generator of the stream's own or from a stream set."""
     from pydantic import TypeAdapter
 
     from asyncsim.distributions import DistributionSpec
-    from asyncsim.engine.vector_engine import _Stream
+    from asyncsim.engine.vector_engine import _Source, _Stream
     from asyncsim.rng import BlockSampler, Streams
 
     d = TypeAdapter(DistributionSpec).validate_python(spec)
-    a = _Stream(d, Streams(3).worker(2, "compute"), lambda: Streams(3).worker(2, "compute"))
+    sets = []
+
+    def stream():
+        if bulk:  # worker 2 of a fresh set of 5 (other streams drawn in between below)
+            sets.append(Streams(3).worker_set(5, "compute"))
+            return _Stream(d, _Source(sets[-1], 2))
+        return _Stream(d, _Source(None, 2, Streams(3).worker(2, "compute"), lambda: Streams(3).worker(2, "compute")))
+
+    a = stream()
     b = BlockSampler(d, Streams(3).worker(2, "compute"))
     np.testing.assert_array_equal(a.first(1500), b.take(1500))
+    if bulk:  # another stream of the same set drawn between two draws of stream 2
+        _Stream(d, _Source(sets[-1], 3)).first(700)
     np.testing.assert_array_equal(a.first(5000)[1500:], b.take(3500))
     # drawn in part, then grown (the stream is rebuilt), then read through fill()
-    c = _Stream(d, Streams(3).worker(2, "compute"), lambda: Streams(3).worker(2, "compute"))
+    c = stream()
     np.testing.assert_array_equal(c.first(10), a.first(10))
     out = np.empty(2100)
     c.fill(out)
     np.testing.assert_array_equal(out, a.first(2100))
-    # a fresh stream drawn straight into a row (the matrix path), then grown
-    e = _Stream(d, Streams(3).worker(2, "compute"), lambda: Streams(3).worker(2, "compute"))
-    row = np.empty(700)
-    e.into(row)
-    np.testing.assert_array_equal(row, a.first(700))
-    np.testing.assert_array_equal(e.first(3000), a.first(3000))
+
+
+@pytest.mark.parametrize("compute", [
+    [{"count": 6, "compute": {"dist": "exponential", "mean": 0.7}}],
+    [{"count": 3, "compute": {"dist": "exponential", "mean": 0.7}},
+     {"count": 2, "compute": {"dist": "empirical", "values": [0.1, 0.2, 0.7]}},
+     {"count": 4, "compute": {"dist": "gamma", "mean": 1.0, "cv": 0.4}}],
+])
+@pytest.mark.parametrize("n", [1, 700, 1024, 2500])
+def test_draw_matrix_equals_blocksampler(compute, n):
+    """The vectorised engine's draw matrix (bulk streams, one pointer write per
+    worker) holds every worker's BlockSampler values; asked for more afterwards,
+    a worker's stream starts again and gives the same values."""
+    from asyncsim.engine.vector_engine import _Draws
+    from asyncsim.rng import BlockSampler, Streams
+
+    sc = load_scenario({"name": "m", "seed": 9, "workers": compute, "policy": {"kind": "async"},
+                        "stop": {"updates": 10}})
+    dr = _Draws(sc)
+    assert dr.sset is not None
+    mat = dr.matrix(n)
+    for w, d in enumerate(sc.compute_dists()):
+        want = BlockSampler(d, Streams(9).worker(w, "compute")).take(n + 1500)
+        np.testing.assert_array_equal(mat[w], want[:n])
+        np.testing.assert_array_equal(dr.ensure(w, n + 1500), want)
 
 
 @pytest.mark.parametrize("policy,stop", [
@@ -307,3 +338,15 @@ def test_vector_regrows_its_draws(policy, stop, same, monkeypatch):
         sc["workers"] = [{"count": 20, "compute": {"dist": "exponential", "mean": 0.5}}]
     traces = check_parity(sc, str(policy))
     assert "vector" in traces and grown
+
+
+@pytest.mark.parametrize("kind", [{"kind": "async"}, {"kind": "k_async", "k": 3}])
+def test_vector_group_matrices_on_many_workers(kind):
+    """Worker groups of different speeds on the vector engine (one draw matrix per
+    group, streams in bulk) against the heap engine, with a few draws per worker."""
+    sc = {"name": "groups", "seed": 12, "policy": kind, "stop": {"updates": 3000},
+          "workers": [{"count": 700, "compute": {"dist": "exponential", "mean": 1.0}},
+                      {"count": 300, "compute": {"dist": "gamma", "mean": 2.5, "cv": 0.5}},
+                      {"count": 24, "compute": {"dist": "empirical", "values": [0.3, 0.9, 1.7]}}]}
+    s = load_scenario(sc)
+    assert assert_same(simulate(s, engine="heap"), simulate(s, engine="vector"), "groups") is None

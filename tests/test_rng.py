@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,3 +40,77 @@ def test_batch_falls_back_to_numpy_for_keys_beyond_32_bits():
     for g, k in zip(gens, keys):
         want = np.random.Generator(np.random.PCG64(np.random.SeedSequence(3, spawn_key=tuple(int(x) for x in k))))
         np.testing.assert_array_equal(g.random(4), want.random(4))
+
+
+# ----------------------------------------------------------- stream sets (issue 21)
+from asyncsim.distributions import DistributionSpec  # noqa: E402
+from asyncsim.rng import BLOCK, BlockSampler, GeneratorSet, StreamSet, draw_first, pcg64_states, rest_blocks  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.one_of(st.integers(0, 2**32 - 1), st.integers(0, 2**130)),
+       keys=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2**32 - 1), st.integers(0, 4)),
+                     min_size=1, max_size=5))
+def test_pcg64_states_equal_numpy(seed, keys):
+    """The bulk seeding arithmetic gives numpy's PCG64 state and increment."""
+    got = pcg64_states(seed, np.array(keys, dtype=np.int64))
+    for row, k in zip(got, keys):
+        st_ = np.random.PCG64(np.random.SeedSequence(seed, spawn_key=k)).state["state"]
+        assert int(row[0]) | int(row[1]) << 64 == st_["state"]
+        assert int(row[2]) | int(row[3]) << 64 == st_["inc"]
+
+
+def test_stream_set_interleaved_equals_own_generators():
+    """Streams of a set drawn in turns (integers use PCG64's buffered half word)
+    give each stream's own generator's values; reset starts a stream again."""
+    s = Streams(77)
+    ss = s.worker_set(40, "compute")
+    assert isinstance(ss, StreamSet)
+    own = s.workers(40, "compute")
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        i = int(rng.integers(40))
+        k = int(rng.integers(1, 6))
+        if rng.random() < 0.5:
+            a, b = own[i].integers(0, 7, k), ss.use(i).integers(0, 7, k)
+        else:
+            a, b = own[i].exponential(2.0, k), ss.use(i).exponential(2.0, k)
+        ss.keep(i)
+        np.testing.assert_array_equal(a, b)
+    ss.reset(3)
+    np.testing.assert_array_equal(ss.use(3).random(5), s.worker(3, "compute").random(5))
+
+
+def test_stream_set_refuses_keys_beyond_32_bits():
+    assert Streams(1).worker_set(3) is not None
+    from asyncsim.rng import stream_set
+
+    assert stream_set(1, np.array([[0, 2**33, 0]], dtype=np.int64)) is None
+
+
+@pytest.mark.parametrize("spec", [
+    {"dist": "exponential", "mean": 0.7}, {"dist": "exponential", "mean": 1.0},
+    {"dist": "normal", "mean": 0.5, "std": 1.0},
+    {"dist": "mixture", "components": [{"weight": 0.8, "dist": "gamma", "mean": 1.0, "cv": 0.5},
+                                       {"weight": 0.2, "dist": "empirical", "values": [3.0, 4.0, 5.0]}]},
+    {"dist": "empirical", "values": [0.1, 0.2, 0.7]}, {"dist": "lognormal", "mean": 1.0, "cv": 2.0},
+])
+@pytest.mark.parametrize("first", [1, 16, 1000, BLOCK, 2500])
+@pytest.mark.parametrize("bulk", [True, False], ids=["stream-set", "generators"])
+def test_first_draws_then_rest_equal_blocksampler(spec, first, bulk):
+    """draw_first's rows then rest_blocks are every stream's BlockSampler values
+    (1024-blocks), whatever the first block's size, for every family (those
+    whose draws depend on the block size draw whole blocks)."""
+    from pydantic import TypeAdapter
+
+    d = TypeAdapter(DistributionSpec).validate_python(spec)
+    s = Streams(5)
+    src = s.worker_set(6, "compute") if bulk else GeneratorSet(s, 6, "compute")
+    mat = draw_first(src, [(d, 6)], first)
+    # the rest of worker 4 first, then worker 1: streams are independent
+    for w in (4, 1):
+        it = rest_blocks(src, w, d, first)
+        rest = np.concatenate([next(it) for _ in range(3)])
+        want = BlockSampler(d, s.worker(w, "compute")).take(first + len(rest))
+        np.testing.assert_array_equal(mat[w], want[:first])
+        np.testing.assert_array_equal(rest, want[first:])

@@ -142,9 +142,10 @@ def _run(argv: list[str]) -> int:
 
 
 def main() -> None:
-    # the command owns its process: keep freed memory for the next run's arrays
-    # (page faults were half of a fast run's time; see asyncsim._alloc)
-    from .._alloc import keep_freed_memory
+    # opt-in only (ASYNCSIM_KEEP_FREED_MEMORY=1): keep freed memory for the next
+    # run's arrays (see asyncsim._alloc)
+    from .._alloc import keep_freed_memory, requested
 
-    keep_freed_memory()
+    if requested():
+        keep_freed_memory()
     sys.exit(run(sys.argv[1:]))

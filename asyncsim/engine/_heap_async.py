@@ -30,12 +30,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from array import array
 from collections import deque
 from heapq import heappop, heappush
 
 import numpy as np
 
-from ._model import Model, _times, async_columns, by_worker
+from ._model import Model, async_columns, by_worker, first_draws
 
 __all__ = ["run_async_loop"]
 
@@ -61,7 +62,6 @@ def run_async_loop(sc, *, updates, until, progress=None):
     """Simulate an async scenario; returns ``(columns, sim_time, n_updates)``."""
     m = Model(sc, _NoKernel(), updates=updates, until=until, progress=progress)
     n = m.n
-    comp = m.compute_next
     apply_next = m.apply_next
     heap: list = []
     push = heappush
@@ -84,7 +84,8 @@ def run_async_loop(sc, *, updates, until, progress=None):
     busy = False
     zero_apply = sc.server.apply.dist == "constant" and float(sc.server.apply.value) == 0.0
 
-    rec_w, rec_tr, rec_td, rec_ta = [], [], [], []
+    # typed growable columns (8 bytes a value, not a Python float's 32)
+    rec_w, rec_tr, rec_td, rec_ta = array("i"), array("d"), array("d"), array("d")
     a_w, a_tr, a_td, a_ta = rec_w.append, rec_tr.append, rec_td.append, rec_ta.append
     count = 0
     stop_at = updates if updates is not None else -1
@@ -198,6 +199,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
 
     if not has_net and zero_apply:
         return _run_plain(m, n, updates, until, progress, stop_at, prog_every)
+    comp = m.compute_next  # (after the plain loop's exit: it draws its own way)
     if until is not None:
         # the time limit is an entry after every other one at that time: nothing
         # later is popped, and nothing later takes the shortcut past the heap
@@ -388,7 +390,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
     except _Done:
         pass
 
-    worker = np.asarray(rec_w, dtype=np.int32)
+    worker = np.frombuffer(rec_w, dtype=np.int32) if len(rec_w) else np.empty(0, np.int32)
     k = len(worker)
     step = np.arange(k, dtype=np.int64)
     # read_version: the pull starts right after the worker's own previous update
@@ -404,9 +406,9 @@ def run_async_loop(sc, *, updates, until, progress=None):
         "worker": worker,
         "read_version": rv,
         "staleness": step - rv,
-        "t_read": np.asarray(rec_tr, dtype=np.float64),
-        "t_done": np.asarray(rec_td, dtype=np.float64),
-        "t_applied": np.asarray(rec_ta, dtype=np.float64),
+        "t_read": np.frombuffer(rec_tr) if len(rec_tr) else np.empty(0),
+        "t_done": np.frombuffer(rec_td) if len(rec_td) else np.empty(0),
+        "t_applied": np.frombuffer(rec_ta) if len(rec_ta) else np.empty(0),
     }
     if count == stop_at:
         sim_time = float(rec_ta[-1])
@@ -431,13 +433,14 @@ def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
       rarely coincide; when they do, the later-scheduled workers wait in
       ``tied[time]`` in scheduling order, which is the order the ``(time, key)``
       heap (and SimPy) pops them in;
-    * a worker's next event time comes ready-made from :func:`_times` (its draws'
-      running sums, ``np.cumsum``: the same additions ``t + d`` in the same
-      order), whose blocks ``keep`` holds; the ``k``-th update of worker ``w``
-      happened at the ``k``-th of those times, so the loop records only ``w``.
+    * a worker's next event time comes ready-made from :func:`._model.first_draws`
+      (its draws' running sums, ``np.cumsum``: the same additions ``t + d`` in
+      the same order; the first block of every worker in one matrix, later
+      blocks in ``keep``); the ``k``-th update of worker ``w`` happened at the
+      ``k``-th of those times, so the loop records only ``w``.
     """
-    keep: list[list[np.ndarray]] = [[] for _ in range(n)]
-    nxt = [_times(s, m.chunk, k) for s, k in zip(m.compute, keep)]
+    # each worker's first block of times in one matrix, later blocks (if any) in keep
+    nxt, first_times, keep = first_draws(m.compute, m.chunk, times=True)
     heap: list[float] = []
     due: dict[float, int] = {}
     tied: dict[float, list[int]] = {}
@@ -447,7 +450,7 @@ def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
             tied.setdefault(t, []).append(w)
         heap.append(t)
     heapq.heapify(heap)
-    rec_w: list[int] = []
+    rec_w = array("i")  # (8 bytes a value less than a list)
     a_w = rec_w.append
     horizon = until if until is not None else math.inf
     replace = heapq.heapreplace
@@ -490,14 +493,18 @@ def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
             break
         if prog_every and end % prog_every == 0:
             progress(min(1.0, count / updates))
-    worker = np.fromiter(rec_w, dtype=np.int32, count=len(rec_w))
+    worker = np.frombuffer(rec_w, dtype=np.int32) if len(rec_w) else np.empty(0, np.int32)
     del rec_w
     order = by_worker(worker)
     # each worker's first (number of its updates) times, in the grouped order
-    counts = np.bincount(worker, minlength=n).tolist()
+    counts = np.bincount(worker, minlength=n)
     t_app = np.empty(len(worker), dtype=np.float64)
-    t_app[order] = np.concatenate(
-        [(k[0] if len(k) == 1 else np.concatenate(k))[:c] for k, c in zip(keep, counts)])
+    if not keep:  # no worker went past its first block: row-major is the grouped order
+        t_app[order] = first_times[np.arange(first_times.shape[1]) < counts[:, None]]
+    else:
+        t_app[order] = np.concatenate(
+            [np.concatenate([first_times[w]] + keep[w])[:c] if w in keep else first_times[w, :c]
+             for w, c in enumerate(counts.tolist())])
     if t > horizon:  # cut off the records past the time limit
         count = int(np.searchsorted(t_app, horizon, side="right"))
         worker, t_app, order = worker[:count], t_app[:count], None

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..network import build_network
 from ..network.fair import FlowNetwork
-from ..rng import BlockSampler, Streams
+from ..rng import BlockSampler, Streams, draw_first, rest_blocks
 from ..scenario import Scenario
 from ..trace import DROPPED, LOST
 
@@ -60,17 +60,79 @@ PREEMPT = "preempt"
 _PREFETCH = 8192
 
 
-def _floats(blocks, chunk: int):
-    """The values of an iterable of float64 arrays as an iterator's ``__next__``
-    (a C-level call per value, inlined for performance), converted to Python
-    floats ``chunk`` at a time."""
+def _float_iter(blocks, chunk: int):
+    """An iterator over the values of an iterable of float64 arrays, converted to
+    Python floats ``chunk`` at a time."""
 
     def chunks():
         for block in blocks:
             for i in range(0, len(block), chunk):
                 yield block[i:i + chunk].tolist()
 
-    return itertools.chain.from_iterable(chunks()).__next__
+    return itertools.chain.from_iterable(chunks())
+
+
+def _floats(blocks, chunk: int):
+    """The values of an iterable of float64 arrays as an iterator's ``__next__``
+    (a C-level call per value, inlined for performance), converted to Python
+    floats ``chunk`` at a time."""
+    return _float_iter(blocks, chunk).__next__
+
+
+class _Rest:
+    """The draws of worker ``i`` after its first ``first`` (``rng.rest_blocks``), as
+    an iterable whose iterator is made only when asked for: ``itertools.chain``
+    asks for it when the first block runs out, so a run that never gets that far
+    holds no generator per worker (inlined for memory: a few hundred bytes a
+    worker instead of a few kilobytes). With ``last`` (a float), it gives the
+    running sums continuing from ``last`` instead, appending each block of
+    sums to ``keep[i]`` (see :func:`_sums`)."""
+
+    __slots__ = ("src", "i", "dist", "first", "chunk", "last", "keep")
+
+    def __init__(self, src, i, dist, first, chunk, last=None, keep=None):
+        self.src, self.i, self.dist, self.first, self.chunk = src, i, dist, first, chunk
+        self.last, self.keep = last, keep
+
+    def __iter__(self):
+        blocks = rest_blocks(self.src, self.i, self.dist, self.first)
+        if self.last is not None:
+            blocks = _sums(blocks, self.last, self.keep.setdefault(self.i, []))
+        return _float_iter(blocks, self.chunk)
+
+
+def _sums(blocks, last: float, keep: list):
+    """Running sums of the blocks continuing from ``last`` (``np.cumsum``: the
+    additions ``t = t + d`` one event at a time would make, in the same order),
+    each block of sums also appended to ``keep``."""
+    for block in blocks:
+        times = block.copy()  # (the block may be the distribution's own array)
+        times[0] += last
+        np.cumsum(times, out=times)
+        last = float(times[-1])
+        keep.append(times)
+        yield times
+
+
+def first_draws(streams, chunk: int, times: bool = False):
+    """Every worker's draws (with ``times``: their running sums) as per-worker
+    ``__next__`` callables, from the first-block matrix of ``streams`` (a
+    :class:`_WorkerStreams`) and a lazy :class:`_Rest` each. With ``times``,
+    also returns the first-block sums matrix and the dict of later blocks."""
+    first = streams.first
+    mat = draw_first(streams.src, streams.groups, first)
+    keep: dict[int, list] = {}
+    if times:
+        np.cumsum(mat, axis=1, out=mat)
+    flat = array.array("d", mat.tobytes())  # the values as Python floats on demand
+    lasts = mat[:, -1].tolist() if times else None
+    chain = itertools.chain
+    dists = streams.dists
+    src = streams.src
+    nxt = [chain(flat[w * first:(w + 1) * first],
+                 _Rest(src, w, dists[w], first, chunk, lasts[w] if times else None, keep)).__next__
+           for w in range(len(dists))]
+    return (nxt, mat, keep) if times else nxt
 
 
 def _draws(sampler: BlockSampler, chunk: int = 128):
@@ -79,27 +141,40 @@ def _draws(sampler: BlockSampler, chunk: int = 128):
     return _floats(sampler.arrays(), chunk)
 
 
-def _times(sampler: BlockSampler, chunk: int, keep: list):
-    """A worker's event times (the running sums of the sampler's draws), one per
-    call; each block of times is also appended to ``keep``.
+class _WorkerStreams:
+    """The compute streams of a run: one stream set, the workers' distributions
+    (and groups), and how many draws a first block holds (:func:`first_draws`)."""
 
-    ``np.cumsum`` is a left fold, ``((d0 + d1) + d2) + ...``, the very additions
-    ``t = t + d`` a loop would make one event at a time, so the times are equal
-    to the last bit (inlined for performance: the loop neither adds nor keeps
-    a float per event). A block continues the previous one's last time.
-    """
+    __slots__ = ("dists", "groups", "src", "first")
 
-    def sums():
-        last = 0.0
-        for block in sampler.arrays():
-            times = block.copy()  # (the block may be the distribution's own array)
-            times[0] += last
-            np.cumsum(times, out=times)
-            last = float(times[-1])
-            keep.append(times)
-            yield times
+    def __init__(self, sc, src, first: int):
+        self.dists, self.src, self.first = sc.compute_dists(), src, first
+        self.groups = [(g.compute, g.count) for g in sc.workers]
 
-    return _floats(sums(), chunk)
+    def __len__(self) -> int:
+        return len(self.dists)
+
+
+def _first_block(sc, updates: int | None, until: float | None) -> int:
+    """How many draws a worker's first block holds: about twice the draws a
+    worker is expected to make (gradients per update over N workers; with a
+    time stop, the time over the fastest group's mean), at least 16 and at most
+    a whole block. A short guess costs one redrawn block, never other values."""
+    from ..rng import BLOCK
+
+    n = max(sc.n_workers, 1)
+    est = math.inf
+    if updates is not None:
+        kind = sc.policy.kind
+        per_update = {"sync": n, "allreduce": n, "backup": n, "k_async": getattr(sc.policy, "k", 1)}.get(kind, 1)
+        est = updates * per_update / n
+    if until is not None:
+        means = [float(g.compute.mean) for g in sc.workers]
+        fastest = min(means) if means else 0.0
+        est = min(est, until / fastest if fastest > 0 and math.isfinite(fastest) else math.inf)
+    if not math.isfinite(est):
+        return BLOCK
+    return int(min(BLOCK, max(16, math.ceil(2 * est + 8))))
 
 
 def _drawn_latency(hops: list) -> float:
@@ -156,11 +231,12 @@ class Model:
         self.env = kernel.env
         self.n = n = sc.n_workers
         streams = Streams(sc.seed)
-        # One sampler per stream; every engine draws through BlockSampler so all
-        # engines consume each stream identically (common random numbers).
-        self.compute = [BlockSampler(d, g) for d, g in zip(sc.compute_dists(), streams.workers(n, "compute"))]
-        self.chunk = chunk = max(8, min(128, _PREFETCH // max(n, 1)))
-        self.compute_next = [_draws(s, chunk) for s in self.compute]
+        # Every engine draws BlockSampler's values from each stream (common random
+        # numbers); the compute streams are one StreamSet (no generator per worker)
+        # whose first blocks are sized from the run (rng.sized_blocks).
+        self.compute = _WorkerStreams(sc, streams.worker_streams(n, "compute"), _first_block(sc, updates, until))
+        self.chunk = max(8, min(128, _PREFETCH // max(n, 1)))
+        self._compute_next = None
         self.apply_next = _draws(BlockSampler(sc.server.apply, streams.server("apply")))
         self.network = net = build_network(sc)
         #: the flow-level model's flows (network.sharing: fair), else None
@@ -245,6 +321,18 @@ class Model:
         #: the six column appenders (step, worker, read_version, t_read, t_done, t_applied)
         self.appenders = (self._c_step.append, self._c_worker.append, self._c_rv.append, self._c_tr.append,
                           self._c_td.append, self._c_ta.append)
+
+    @property
+    def compute_next(self) -> list:
+        """Each worker's next compute time, one per call (made on first use: the
+        heap engine's plain async loop draws its own way and never needs them)."""
+        if self._compute_next is None:
+            self._compute_next = first_draws(self.compute, self.chunk)
+        return self._compute_next
+
+    @compute_next.setter
+    def compute_next(self, value: list) -> None:
+        self._compute_next = value
 
     # ---------------------------------------------------------------- recording
 
@@ -405,22 +493,26 @@ class Model:
                 "t_up": np.array([r[2] for r in rows], dtype=np.float64)}
 
     def columns(self) -> dict[str, np.ndarray]:
-        """The recorded rows as trace columns."""
+        """The recorded rows as trace columns: numpy views of the recording buffers
+        (no copy: the model is done with them; a run's peak memory is then about
+        the trace's own size, not twice it)."""
         if self.async_compact:
-            return async_columns(np.asarray(self._c_worker, dtype=np.int32), np.frombuffer(self._c_td).copy(),
-                                 np.frombuffer(self._c_ta).copy())
-        step = np.frombuffer(self._c_step, dtype=np.int64).copy() if len(self._c_step) else np.empty(0, np.int64)
-        rv = np.frombuffer(self._c_rv, dtype=np.int64).copy() if len(self._c_rv) else np.empty(0, np.int64)
+            return async_columns(np.frombuffer(self._c_worker, dtype=np.int32), np.frombuffer(self._c_td),
+                                 np.frombuffer(self._c_ta))
+        step = np.frombuffer(self._c_step, dtype=np.int64) if len(self._c_step) else np.empty(0, np.int64)
+        rv = np.frombuffer(self._c_rv, dtype=np.int64) if len(self._c_rv) else np.empty(0, np.int64)
 
         def f64(a):
-            return np.frombuffer(a, dtype=np.float64).copy() if len(a) else np.empty(0, np.float64)
+            return np.frombuffer(a, dtype=np.float64) if len(a) else np.empty(0, np.float64)
 
-        worker = np.asarray(self._c_worker, dtype=np.int32) if len(self._c_worker) else np.empty(0, np.int32)
+        worker = np.frombuffer(self._c_worker, dtype=np.int32) if len(self._c_worker) else np.empty(0, np.int32)
+        staleness = step - rv
+        staleness[step < 0] = -1
         return {
             "step": step,
             "worker": worker,
             "read_version": rv,
-            "staleness": np.where(step >= 0, step - rv, -1),
+            "staleness": staleness,
             "t_read": f64(self._c_tr),
             "t_done": f64(self._c_td),
             "t_applied": f64(self._c_ta),

@@ -76,10 +76,10 @@ _ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THR
 
 
 def worker_env_vars() -> dict[str, str]:
-    """Environment of pool and Ray workers: one thread each and, unless
-    ``ASYNCSIM_KEEP_FREED_MEMORY=0`` (read now, when workers start), freed memory
+    """Environment of pool and Ray workers: one thread each and, with
+    ``ASYNCSIM_KEEP_FREED_MEMORY=1`` (read now, when workers start), freed memory
     kept for the next point's arrays (:mod:`asyncsim._alloc`)."""
-    return {**_ONE_THREAD, **(_alloc.ENV if _alloc.enabled() else {})}
+    return {**_ONE_THREAD, **(_alloc.ENV if _alloc.requested() else {})}
 
 
 @contextlib.contextmanager

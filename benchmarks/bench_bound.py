@@ -1,0 +1,170 @@
+"""The vectorised engine against the bound (issue 21): ``asyncsim.simulate`` / bound_async.
+
+    python benchmarks/bench_bound.py [--repeats 3] [--sizes 1e5,1e6,1e7] [--workers 8,64,512,4096,32768]
+                                     [--modes api,command]
+    python benchmarks/bench_bound.py --memory [--workers 8,512,32768] [--sizes 1e5]
+
+For each N and number of updates: the median wall time of ``asyncsim.simulate(sc,
+engine="vector")`` on async with exponential compute (the call a user or a
+notebook makes; the scenario is loaded once beforehand) and of
+:func:`bound_async.bound_async` (the same computation in plain numpy, nothing
+else: benchmarks/bound_async.py), taking turns run after run after a warm-up
+pair, each run after a ``gc.collect()``; the ratio vector / bound is of those
+medians; "faults" are the minor page faults per vector run.
+
+Modes, each in a fresh process: ``api`` with glibc's allocator defaults (a
+Python program calling asyncsim); ``command`` as the ``asyncsim`` command
+runs: after ``asyncsim.keep_freed_memory()`` when the command turns it on
+(``ASYNCSIM_KEEP_FREED_MEMORY=1``; see asyncsim/_alloc.py), else exactly the
+api's conditions plus the command's own work around the run (the trace
+summary it prints, timed separately as "cmd s").
+
+``--memory``: the peak memory of one run of each engine (tracemalloc, each
+run in a fresh process, async with exponential compute, zero apply time and a
+1 us apply time: the heap engine's plain loop and its general kernel) against
+the trace's own size (the bytes of its seven columns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bound_async import bound_async  # noqa: E402
+
+
+def scenario(n: int, updates: int) -> dict:
+    return {"name": f"bound-{n}", "seed": 1, "workers": [{"count": n, "compute": {"dist": "exponential", "mean": 1.0}}],
+            "policy": {"kind": "async"}, "stop": {"updates": updates}}
+
+
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def measure(n: int, u: int, repeats: int, command: bool) -> dict:
+    import asyncsim
+
+    sc = asyncsim.load_scenario(scenario(n, u))
+    tb, tv, tc, faults = [], [], [], 0
+    for r in range(repeats + 1):  # the first pair warms up
+        gc.collect()
+        t = time.perf_counter()
+        cols = bound_async(n, u)
+        b = time.perf_counter() - t
+        del cols
+        gc.collect()
+        f0 = _faults()
+        t = time.perf_counter()
+        tr = asyncsim.simulate(sc, engine="vector")
+        v = time.perf_counter() - t
+        f = _faults() - f0
+        if command:  # what `asyncsim simulate --json --no-save` does after the run
+            t = time.perf_counter()
+            json.dumps(tr.summary(), default=float)
+            tc.append(time.perf_counter() - t)
+        del tr
+        if r:
+            tb.append(b)
+            tv.append(v)
+            faults += f
+    out = {"n": n, "updates": u, "bound": statistics.median(tb), "vector": statistics.median(tv),
+           "faults": faults / repeats}
+    out["ratio"] = out["vector"] / out["bound"]
+    if tc:
+        out["cmd"] = statistics.median(tc)
+    return out
+
+
+_MEMORY_PROBE = """
+import sys, tracemalloc, asyncsim
+n, u, eng, apply = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+sc = {"name": "m", "seed": 1, "workers": [{"count": n, "compute": {"dist": "exponential", "mean": 1.0}}],
+      "policy": {"kind": "async"}, "stop": {"updates": u}, "server": {"apply": {"dist": "constant", "value": apply}}}
+sc = asyncsim.load_scenario(sc)
+asyncsim.simulate(sc.model_copy(update={"stop": sc.stop.model_copy(update={"updates": 100})}), engine=eng)
+tracemalloc.start()
+tr = asyncsim.simulate(sc, engine=eng)
+peak = tracemalloc.get_traced_memory()[1]
+print(peak, sum(c.nbytes for c in tr.columns.values()))
+"""
+
+
+def memory(args) -> int:
+    print("\n## peak traced memory of one run against the trace's size")
+    print(f"{'engine':>7} {'apply':>6} {'N':>6} {'updates':>9} {'peak MB':>9} {'trace MB':>9} {'peak / trace':>13}")
+    for u in args.sizes:
+        for n in args.workers:
+            for eng, apply in (("vector", 0.0), ("heap", 0.0), ("heap", 1e-6), ("simpy", 0.0)):
+                out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(n), str(u), eng, str(apply)],
+                                     capture_output=True, text=True, check=True)
+                peak, size = map(int, out.stdout.split())
+                print(f"{eng:>7} {apply:>6g} {n:>6} {u:>9.0e} {peak / 2**20:>9.1f} {size / 2**20:>9.1f} "
+                      f"{peak / size:>13.2f}", flush=True)
+    return 0
+
+
+def child(args) -> int:
+    command = args.child == "command"
+    if command and os.environ.get("ASYNCSIM_KEEP_FREED_MEMORY", "0").strip() == "1":
+        import asyncsim
+
+        asyncsim.keep_freed_memory(children=False)
+    for u in args.sizes:
+        for n in args.workers:
+            print(json.dumps(measure(n, u, args.repeats, command)), flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sizes", default="1e5,1e6,1e7")
+    ap.add_argument("--workers", default="8,64,512,4096,32768")
+    ap.add_argument("--modes", default="api,command")
+    ap.add_argument("--memory", action="store_true", help="peak memory of each engine against the trace's size")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    args.sizes = [int(float(x)) for x in str(args.sizes).split(",")]
+    args.workers = [int(x) for x in str(args.workers).split(",")]
+    if args.child:
+        return child(args)
+    if args.memory:
+        return memory(args)
+    import asyncsim
+
+    print(f"# asyncsim {asyncsim.__version__}, python {sys.version.split()[0]}, numpy {np.__version__}; "
+          f"median of {args.repeats} runs (s), vector / bound in the same run")
+    for mode in args.modes.split(","):
+        env = dict(os.environ)
+        if mode == "api":
+            env.pop("ASYNCSIM_KEEP_FREED_MEMORY", None)
+        print(f"\n## {mode}" + (" (ASYNCSIM_KEEP_FREED_MEMORY=1: freed memory kept)"
+                                if mode == "command" and env.get("ASYNCSIM_KEEP_FREED_MEMORY") == "1" else ""))
+        print(f"{'N':>6} {'updates':>9} {'bound s':>9} {'vector s':>9} {'ratio':>6} {'faults':>8}"
+              + (f" {'cmd s':>7}" if mode == "command" else ""))
+        cmd = [sys.executable, __file__, "--child", mode, "--repeats", str(args.repeats),
+               "--sizes", ",".join(map(str, args.sizes)), "--workers", ",".join(map(str, args.workers))]
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) as p:
+            for line in p.stdout:
+                r = json.loads(line)
+                print(f"{r['n']:>6} {r['updates']:>9.0e} {r['bound']:>9.4f} {r['vector']:>9.4f} {r['ratio']:>6.2f} "
+                      f"{r['faults']:>8.0f}" + (f" {r['cmd']:>7.4f}" if "cmd" in r else ""), flush=True)
+        if p.returncode:
+            return p.returncode
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

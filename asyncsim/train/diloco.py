@@ -178,20 +178,23 @@ def replay_diloco(plan: OuterPlan, problem: Problem, spec, lr: float, *, seed: i
     random_rows = bool(getattr(problem, "random", False))
     one = np.zeros(1, dtype=np.int64)
 
-    def batch(w_arr, k):
-        """Minibatch indices of inner step k for the workers ``w_arr`` (None: full batch)."""
-        return problem.batch_indices(seed, np.full(len(w_arr), k, dtype=np.int64), np.asarray(w_arr, np.int64),
-                                     np.zeros(len(w_arr), dtype=np.int64))
+    def batches(ws, k0, k1):
+        """Minibatch indices (len(ws), k1 − k0, bs) of inner steps k0..k1−1 of workers ``ws``, in
+        one call (None: full batch): inner step k of worker w is the row (step k, worker w)."""
+        n_w, n_k = len(ws), k1 - k0
+        idx = problem.batch_indices(seed, np.tile(np.arange(k0, k1, dtype=np.int64), n_w),
+                                    np.repeat(np.asarray(ws, dtype=np.int64), n_k), np.zeros(n_w * n_k, np.int64))
+        return None if idx is None else idx.view(n_w, n_k, -1)
 
     def inner_sequential(ws, k0, k1):
-        for w in ws:
+        idx_all = batches(ws, k0, k1)
+        for i, w in enumerate(ws):
             x = X[w]
             for k in range(k0, k1):
-                idx = batch([w], k)
                 rs = None
                 if random_rows:
                     rs = int(problem.row_seeds(seed, np.array([k]), np.array([w]), one)[0])
-                g = problem.grad_one(x, None if idx is None else idx[0], rs)
+                g = problem.grad_one(x, None if idx_all is None else idx_all[i, k - k0], rs)
                 if inner.torch_opts is not None:
                     p = inner.params[w]
                     p.grad = g.view_as(p)
@@ -207,9 +210,9 @@ def replay_diloco(plan: OuterPlan, problem: Problem, spec, lr: float, *, seed: i
         idx_t = slice(None) if is_all else torch.as_tensor(ws, device=dev)
         Xg = X if is_all else X[idx_t]
         sub = None
+        idx_all = batches(ws, k0, k1)
         for k in range(k0, k1):
-            idx = batch(ws, k)
-            G = problem.grads(Xg, idx)
+            G = problem.grads(Xg, None if idx_all is None else idx_all[:, k - k0])
             sub = _sub_state(inner.state, idx_t, k) if sub is None else sub
             sub["t"], sub["started"] = k, k > 0
             lr_k = lr if inner.fac is None else lr * float(inner.fac[k])

@@ -261,6 +261,18 @@ def _first_crossing(lam_of: Callable[[np.ndarray], np.ndarray], rows: int, hi: n
     hi_x = np.full(rows, np.nan)
     hi_l = np.full(rows, np.nan)
     todo = np.ones(rows, dtype=bool)
+
+    def bracket(g, lam, i) -> bool:
+        """Narrow row i's bracket to the first grid point with λ ≥ 0; False when there is none."""
+        k = np.flatnonzero(lam >= 0)
+        if not k.size:
+            return False
+        k = int(k[0])
+        hi_x[i], hi_l[i] = g[k], lam[k]
+        if k:
+            lo_x[i], lo_l[i] = g[k - 1], lam[k - 1]
+        return True
+
     for _ in range(8):
         idx = np.flatnonzero(todo)
         if not idx.size:
@@ -268,12 +280,7 @@ def _first_crossing(lam_of: Callable[[np.ndarray], np.ndarray], rows: int, hi: n
         grid = np.geomspace(hi[idx] / 1000.0, hi[idx], points, axis=1)
         lam = lam_of(grid, idx)
         for r, i in enumerate(idx):
-            k = np.flatnonzero(lam[r] >= 0)
-            if k.size:
-                k = int(k[0])
-                hi_x[i], hi_l[i] = grid[r, k], lam[r, k]
-                if k:
-                    lo_x[i], lo_l[i] = grid[r, k - 1], lam[r, k - 1]
+            if bracket(grid[r], lam[r], i):
                 todo[i] = False
             else:
                 hi[i] *= 8.0
@@ -284,13 +291,7 @@ def _first_crossing(lam_of: Callable[[np.ndarray], np.ndarray], rows: int, hi: n
         grid = lo_x[found, None] + (hi_x[found] - lo_x[found])[:, None] * np.linspace(0, 1, points + 2)[1:-1]
         lam = lam_of(grid, found)
         for r, i in enumerate(found):
-            k = np.flatnonzero(lam[r] >= 0)
-            if k.size:
-                k = int(k[0])
-                hi_x[i], hi_l[i] = grid[r, k], lam[r, k]
-                if k:
-                    lo_x[i], lo_l[i] = grid[r, k - 1], lam[r, k - 1]
-            else:
+            if not bracket(grid[r], lam[r], i):  # the whole refined bracket is stable
                 lo_x[i], lo_l[i] = grid[r, -1], lam[r, -1]
     for i in found:
         if np.isnan(lo_l[i]) or not np.isfinite(hi_l[i]):

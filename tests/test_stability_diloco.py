@@ -174,3 +174,16 @@ def test_analyze_and_command_line(tmp_path):
     assert code == 2 and "outer recursion" in err and len(err.strip().splitlines()) == 1
     st = analyze(async_rounds(list(range(3)) * 40, 2)).to_dict()
     assert st["stable_region"]["method"] == "trace" and len(st["stable_region"]["outer_lr_max"]) == 12
+
+
+def test_threshold_on_a_diloco_trace_matches_the_closed_form():
+    """asyncsim.train.empirical_threshold bisects the replay; its prediction is the DiLoCo criterion."""
+    from asyncsim.train import empirical_threshold
+
+    tr = sync_rounds(2, 300, 3, kind="local_sgd", outer_lr=4.0, outer_momentum=0.5)
+    r = empirical_threshold(tr, dataset="quadratic", sharpness=1.0, dim=1, optimizer="sgd", rtol=0.01)
+    want = diloco_alpha_star(3, 4.0, 0.5, False)  # 1 − 0.25^(1/3)
+    # (just above the boundary 300 rounds grow slowly: the last stable lr may sit a little above it)
+    assert want * 0.99 <= r.alpha <= want * 1.01 and r.lr_diverged >= want
+    assert r.predictions["trace"]["alpha_star"] == pytest.approx(want, rel=1e-5)
+    assert set(r.predictions) == {"trace"} and "outer recursion" in r.predictions_error

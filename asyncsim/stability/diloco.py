@@ -376,6 +376,17 @@ def analyze_diloco(trace, sharpness: float | None = None, base_lr: float | None 
     }
 
 
+def diloco_alpha_star_of(source, criterion: str = "trace", **opts) -> float | None:
+    """:func:`diloco_trace_alpha_star` when ``source`` is a DiLoCo-family trace (None otherwise);
+    other criteria are refused for such a trace."""
+    if not hasattr(source, "columns") or not is_diloco(source):
+        return None
+    if criterion != "trace":
+        raise InputError(f"a {policy_of(source).kind} trace is analysed by its outer recursion: the {criterion} "
+                         f"criterion models asynchronous SGD delays; use the trace criterion")
+    return diloco_trace_alpha_star(source, **opts)
+
+
 def is_diloco(trace) -> bool:
     """True for a trace of policy local_sgd, diloco, streaming_diloco or async_diloco."""
     return policy_of(trace) is not None

@@ -165,7 +165,7 @@ def test_analyze_and_command_line(tmp_path):
     assert d["stable_region"]["method"] == "closed-form" and "eta" in d["stable_region"]
     assert d["outer_lr_max"] == pytest.approx(diloco_outer_lr_max(0.5 * d["alpha_star"], 4, 0.9, True))
     path = tr.save(tmp_path / "t.npz")
-    code, out, err = cli(["stability", "--trace", str(path), "--json", "--plot", str(tmp_path / "r.png")])
+    code, out, err = cli(["stability", "--trace", str(path), "--json", "--out", str(tmp_path / "r.png")])
     assert code == 0, err
     j = json.loads(out)
     assert j["alpha_star"] == pytest.approx(d["alpha_star"]) and j["criterion"] == "all"

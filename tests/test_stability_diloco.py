@@ -163,6 +163,12 @@ def test_analyze_and_command_line(tmp_path):
     assert rep.lr["trace"] == pytest.approx(rep.alpha_star["trace"] / 4.0)
     d = rep.to_dict()
     assert d["stable_region"]["method"] == "closed-form" and "eta" in d["stable_region"]
+    assert d["diloco"]["method"] == "closed-form"  # regular synchronous rounds: exact (tested above)
+    # rows that start from an older version are no regular rounds: the trace criterion runs
+    odd = async_rounds([0, 1] * 60, 2)
+    odd.scenario["policy"]["kind"] = "diloco"
+    do = analyze(odd).to_dict()["diloco"]
+    assert do["method"] == "trace" and do["alpha_star"] == pytest.approx(diloco_trace_alpha_star(odd))
     assert d["outer_lr_max"] == pytest.approx(diloco_outer_lr_max(0.5 * d["alpha_star"], 4, 0.9, True))
     path = tr.save(tmp_path / "t.npz")
     code, out, err = cli(["stability", "--trace", str(path), "--json", "--out", str(tmp_path / "r.png")])

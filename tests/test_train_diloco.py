@@ -284,3 +284,20 @@ def test_derived_local_columns_and_cli(tmp_path):
     d = json.loads(out)
     assert d["policy"] == "diloco" and d["optimizer"] == "adamw" and d["steps"] == 8
     assert d["final_loss"] == pytest.approx(r1.final_loss, rel=1e-12)
+
+
+def test_dropout_is_seeded_per_inner_step_and_buffers_are_refused():
+    X, y = data()
+    tr = sync_rounds(2, 3, 2)
+
+    def drop():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(D, HID), torch.nn.Dropout(0.3), torch.nn.Linear(HID, 1)).double()
+
+    a = replay(tr, model=drop(), dataset=(X, y), batch_size=None, lr=0.01)
+    b = replay(tr, model=drop(), dataset=(X, y), batch_size=None, lr=0.01)
+    np.testing.assert_array_equal(a.params, b.params)
+    assert a.engine == "diloco-sequential"
+    bn = torch.nn.Sequential(torch.nn.Linear(D, HID), torch.nn.BatchNorm1d(HID), torch.nn.Linear(HID, 1)).double()
+    with pytest.raises(InputError, match="buffers"):
+        replay(tr, model=bn, dataset=(X, y), batch_size=None, lr=0.01)

@@ -339,3 +339,12 @@ def test_simulated_streaming_trace_replays_its_own_merges():
     np.testing.assert_allclose(a.params, b.params, rtol=0, atol=1e-13)
     short.inner = {k: v[:0] for k, v in short.inner.items()}
     assert not np.allclose(replay(short, **kw).params, b.params, rtol=1e-6)
+
+
+def test_simulated_local_sgd_h1_is_simulated_allreduce():
+    """The simulator's local_sgd (H = 1, outer lr 1, no momentum) and its all-reduce S-SGD, same
+    cluster and seed: the replays agree to rounding (their timings need not)."""
+    ls = _simulated({"kind": "local_sgd", "inner_steps": 1}, 30, seed=2)
+    ar = _simulated({"kind": "allreduce"}, 30, seed=2)
+    kw = dict(dataset="teacher", model="mlp:8", dtype="float64", batch_size=8, optimizer="sgd", lr=0.1, seed=3)
+    np.testing.assert_allclose(replay(ls, **kw).params, replay(ar, **kw).params, rtol=0, atol=1e-14)

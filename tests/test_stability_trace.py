@@ -124,3 +124,42 @@ def test_short_traces_measure_the_decay_not_the_ring(updates):
     tr = asyncsim.simulate({"name": "s", "seed": 11, "policy": {"kind": "sync"}, "stop": {"updates": updates},
                             "workers": [{"count": 6, "compute": {"dist": "lognormal", "mean": 0.2, "cv": 0.08}}]})
     assert analyze(tr, criteria=("trace",)).alpha_star["trace"] == pytest.approx(2.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("renorm_every", [None, 37])
+def test_block_path_matches_plain_recursion_at_large_staleness(renorm_every):
+    """The sgd pass renormalises only when its bound on the state's size passes e^500 (issue 21:
+    the exact O(D·L) renormalisation every ~100 steps was 90 % of a pass at N = 1024). With
+    64 workers most steps go through the block path (runs of ~10 steps with old reads). λ does not
+    depend on the renormalisation schedule (log‖S_T‖ = Σ log normalisers + log‖H_T‖), so it must
+    equal the plain recursion's log-size over T to rounding: ~T·eps relative on x, 1e-9 on λ."""
+    tr = async_exponential(64, 3000, seed=5)
+    plan = _Plan(tr)
+    assert max(t1 - t0 for t0, t1 in plan.sgd_steps(10**6, plan.R // 2, 0)) >= 8
+    alphas = np.array([0.003, 0.02, 0.05, 0.4, 4.0])  # decaying to fast-growing (x_T ~ e^{100+})
+    lam = lyapunov_exponents(plan, alphas, "sgd", 0.0, burn_in=0.0, renorm_every=renorm_every)
+    T = tr.n_updates
+    for a, l in zip(alphas, lam):
+        x, _ = plain_recursion(tr, a, "sgd", 0.0)
+        size = np.abs(x[max(0, T - plan.D):]).max()
+        assert l == pytest.approx(math.log(size) / T, rel=1e-9, abs=1e-12)
+
+
+def test_growth_bound_renormalises_before_overflow():
+    """One stale read makes D = T − 1 (a ring of 8192, forced renormalisation only every 4096 steps)
+    while every other step is GD with α = 30: |x| grows ×29 a step and passes 1e308 after 211 steps
+    unless the growth bound renormalises. x_t = (−29)^t for t < T − 1, and the last step's extra
+    −α·x_0 is lost in rounding, so λ = (T − 1)/T · log 29 (burn-in 0). At α = 0.5 the state decays
+    through 10⁻¹⁸⁰⁶ (underflow unless renormalised) and the last step is −α·x_0: the final state's
+    size is max(|x_1|, |x_T|) = 0.5."""
+    T = 6000
+    step = np.arange(T, dtype=np.int64)
+    rv = step.copy()
+    rv[-1] = 0
+    t = step.astype(float)
+    tr = Trace.from_columns({"step": step, "worker": np.zeros(T, dtype=np.int32), "read_version": rv,
+                             "t_read": t, "t_done": t + 1, "t_applied": t + 1},
+                            n_workers=1, sim_time=float(T), n_updates=T)
+    lam = lyapunov_exponents(tr, [0.5, 30.0], burn_in=0.0)
+    assert lam[1] == pytest.approx((T - 1) / T * math.log(29.0), rel=1e-12)
+    assert lam[0] == pytest.approx(math.log(0.5) / T, rel=1e-9)

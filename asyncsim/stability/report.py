@@ -43,6 +43,10 @@ class StabilityReport:
     updates_for_1pct: dict[str, int] = field(default_factory=dict, repr=False)
     #: criteria skipped (memory, size) and intervals not computed, one sentence each
     notes: list[str] = field(default_factory=list, repr=False)
+    #: trace sources: the mean criterion on the pmf completed by a fitted geometric tail, with its
+    #: interval and the fit (:func:`asyncsim.stability.tail.mean_fitted_tail`); ``alpha_star["mean"]``
+    #: stays the empirical pmf's
+    mean_fitted_tail: dict | None = field(default=None, repr=False)
 
     @property
     def alpha_star_conservative(self) -> float:
@@ -66,6 +70,7 @@ class StabilityReport:
             "alpha_star_ci": {k: list(v) for k, v in self.alpha_star_ci.items()},
             "updates_for_1pct": dict(self.updates_for_1pct),
             "notes": list(self.notes),
+            "mean_fitted_tail": None if self.mean_fitted_tail is None else dict(self.mean_fitted_tail),
         }
 
 
@@ -147,8 +152,9 @@ def analyze(source: Trace | Sequence[float], criteria: str | Sequence[str] = CRI
         raise InputError("; ".join(notes) or "no stability criterion could be computed")
     ci: dict[str, list[float]] = {}
     need: dict[str, int] = {}
+    tail = None
     if uncertainty and isinstance(source, Trace):
-        _intervals(source, p, alpha, plan, optimizer, momentum, ci, need, notes, report)
+        tail = _intervals(source, p, alpha, plan, optimizer, momentum, ci, need, notes, report)
     finite = {k: v for k, v in alpha.items() if math.isfinite(v)}
     conservative = min(finite or alpha, key=(finite or alpha).get)
     lr = None
@@ -164,11 +170,12 @@ def analyze(source: Trace | Sequence[float], criteria: str | Sequence[str] = CRI
                            base_lr=None if base_lr is None else float(base_lr),
                            sharpness=None if sharpness is None else float(sharpness),
                            warnings=disagreement_warnings(alpha), alpha_star_ci=ci,
-                           updates_for_1pct=need, notes=notes)
+                           updates_for_1pct=need, notes=notes, mean_fitted_tail=tail)
 
 
-def _intervals(trace, p, alpha, plan, optimizer, m, ci, need, notes, report) -> None:
-    """Fill ``ci`` / ``need`` per criterion (:mod:`.uncertainty`); a note where one is not given."""
+def _intervals(trace, p, alpha, plan, optimizer, m, ci, need, notes, report) -> dict | None:
+    """Fill ``ci`` / ``need`` per criterion (:mod:`.uncertainty`); a note where one is not given.
+    Returns the mean criterion's fitted-tail result (:mod:`.tail`) when the mean criterion ran."""
     from .uncertainty import jackknife, segment_counts, trace_interval
 
     T = int(trace.n_updates)
@@ -176,7 +183,7 @@ def _intervals(trace, p, alpha, plan, optimizer, m, ci, need, notes, report) -> 
         counts = segment_counts(trace)
     except InputError as exc:
         notes.append(f"no intervals: {exc}")
-        return
+        return None
     for n, a in alpha.items():
         if not math.isfinite(a):
             continue
@@ -198,7 +205,21 @@ def _intervals(trace, p, alpha, plan, optimizer, m, ci, need, notes, report) -> 
         ci[n] = [float(iv.lo), float(iv.hi)]
         need[n] = iv.updates_for(0.01)
         report(f"interval, {n}", 1, 1)
+    if "mean" not in alpha or not math.isfinite(alpha["mean"]):
+        return None
+    from .tail import mean_fitted_tail
+
+    report("mean criterion, fitted tail", 0, 1)
+    try:
+        tail, more = mean_fitted_tail(counts, optimizer, m, updates=T,
+                                      progress=lambda d, t: report("mean criterion, fitted tail", d, t))
+    except InputError as exc:
+        tail, more = None, [f"mean criterion, fitted tail: {exc}"]
+    report("mean criterion, fitted tail", 1, 1)
+    notes.extend(more)
     if "mean" in ci:
-        notes.append("the mean criterion's interval is a jackknife spread; with geometric-like delays its "
-                     "estimate is biased low by sampling noise and the interval need not cover the "
-                     "long-run value (docs/theory.md)")
+        notes.append("alpha_star of mean is the empirical pmf's, cut at the largest staleness seen; its "
+                     "interval is a jackknife spread and, with geometric-like delays, need not cover the "
+                     "long-run value (sampling noise biases it low). 'mean, fitted tail' completes the pmf "
+                     "with a geometric tail fitted by maximum likelihood (docs/theory.md)")
+    return tail

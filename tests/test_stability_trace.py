@@ -126,22 +126,49 @@ def test_short_traces_measure_the_decay_not_the_ring(updates):
     assert analyze(tr, criteria=("trace",)).alpha_star["trace"] == pytest.approx(2.0, rel=1e-6)
 
 
-@pytest.mark.parametrize("renorm_every", [None, 37])
-def test_block_path_matches_plain_recursion_at_large_staleness(renorm_every):
-    """The sgd pass renormalises only when its bound on the state's size passes e^500 (issue 21:
-    the exact O(D·L) renormalisation every ~100 steps was 90 % of a pass at N = 1024). With
-    64 workers most steps go through the block path (runs of ~10 steps with old reads). λ does not
-    depend on the renormalisation schedule (log‖S_T‖ = Σ log normalisers + log‖H_T‖), so it must
-    equal the plain recursion's log-size over T to rounding: ~T·eps relative on x, 1e-9 on λ."""
+@pytest.mark.parametrize("optimizer,m,renorm_every", [("sgd", 0.0, None), ("sgd", 0.0, 37),
+                                                      ("momentum", 0.6, None), ("shifted", 0.6, None),
+                                                      ("shifted", 0.3, 37)])
+def test_block_path_matches_plain_recursion_at_large_staleness(optimizer, m, renorm_every):
+    """The passes renormalise only when their bound on the state's size passes e^500 (issue 21:
+    the exact O(D·L) renormalisation every ~100 steps was 90 % of a pass at N = 1024), and apply
+    runs of steps with old reads at once. With 64 workers most steps go through the block path
+    (runs of ~10 steps). λ does not depend on the renormalisation schedule (log‖S_T‖ = Σ log
+    normalisers + log‖H_T‖), so it must equal the plain recursion's log-size over T to rounding:
+    ~T·eps relative on x, 1e-9 on λ."""
     tr = async_exponential(64, 3000, seed=5)
     plan = _Plan(tr)
-    assert max(t1 - t0 for t0, t1 in plan.sgd_steps(10**6, plan.R // 2, 0)) >= 8
+    runs = plan.sgd_steps(10**6, plan.R // 2, 0, unique_workers=optimizer == "shifted")
+    assert sum(t1 - t0 for t0, t1 in runs if t1 - t0 >= 8) > 0.5 * tr.n_updates
     alphas = np.array([0.003, 0.02, 0.05, 0.4, 4.0])  # decaying to fast-growing (x_T ~ e^{100+})
-    lam = lyapunov_exponents(plan, alphas, "sgd", 0.0, burn_in=0.0, renorm_every=renorm_every)
+    lam = lyapunov_exponents(plan, alphas, optimizer, m, burn_in=0.0, renorm_every=renorm_every)
     T = tr.n_updates
     for a, l in zip(alphas, lam):
-        x, _ = plain_recursion(tr, a, "sgd", 0.0)
-        size = np.abs(x[max(0, T - plan.D):]).max()
+        x, vel = plain_recursion(tr, a, optimizer, m)
+        size = max(np.abs(x[max(0, T - plan.D):]).max(), np.abs(vel).max() if optimizer != "sgd" else 0.0)
+        assert l == pytest.approx(math.log(size) / T, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "shifted"])
+def test_block_path_with_repeated_workers_and_several_rows(optimizer):
+    """Runs of old reads in which one worker has several rows, steps of 1–3 rows, dropped rows:
+    ``shifted`` must cut its runs where a worker repeats (its velocity changes in between)."""
+    rng = np.random.default_rng(8)
+    cols = {k: [] for k in ("step", "worker", "read_version", "t_read", "t_done", "t_applied")}
+    T = 1500
+    for t in range(T):
+        for j in range(int(rng.integers(1, 4))):
+            cols["step"].append(t); cols["worker"].append(int(rng.integers(0, 3)))
+            cols["read_version"].append(max(0, t - int(rng.integers(20, 60))))
+            for k in ("t_read", "t_done", "t_applied"):
+                cols[k].append(float(t))
+    tr = Trace.from_columns({k: np.asarray(v) for k, v in cols.items()}, n_workers=3, n_updates=T)
+    plan = _Plan(tr)
+    alphas = np.array([0.01, 0.1, 1.0])
+    lam = lyapunov_exponents(plan, alphas, optimizer, 0.5, burn_in=0.0)
+    for a, l in zip(alphas, lam):
+        x, vel = plain_recursion(tr, a, optimizer, 0.5)
+        size = max(np.abs(x[max(0, T - plan.D):]).max(), np.abs(vel).max())
         assert l == pytest.approx(math.log(size) / T, rel=1e-9, abs=1e-12)
 
 

@@ -32,9 +32,8 @@ from .characteristic import check_optimizer
 #: largest ring of past iterates the trace criterion allocates (staleness ≈ 4·10⁶ at 48 α values)
 MAX_RING_BYTES = 2 << 30
 
-#: renormalise after at most this much possible growth (log-scale) to stay far from overflow
-_LOG_GROWTH_BUDGET = 200.0
-#: the sgd pass renormalises when a bound on the state's size passes e^500 (one block adds ≤ 100)
+#: a pass renormalises when its bound on the state's size passes e^500 (one block adds ≤ e^100,
+#: far from overflow at e^709)
 _SGD_LOG_BUDGET = 500.0
 
 
@@ -79,11 +78,12 @@ class _Plan:
             self._lists = (self.ptr.tolist(), rv_ring, rv_ring.tolist(), bool(np.all(self.wt == 1.0)))
         return self._lists
 
-    def sgd_steps(self, max_len: int, forced: int, burn: int) -> list[tuple[int, int]]:
-        """The (t0, t1) runs of the sgd pass: blocks of :meth:`sgd_blocks`, also cut every
-        ``forced`` steps and at the burn-in, runs shorter than 8 split into single steps
-        (cheaper one by one than through the vectorised block path). Cached per arguments."""
-        key = (max_len, forced, burn)
+    def sgd_steps(self, max_len: int, forced: int, burn: int,
+                  unique_workers: bool = False) -> list[tuple[int, int]]:
+        """The (t0, t1) runs of a pass: blocks of :meth:`sgd_blocks`, also cut every ``forced``
+        steps and at the burn-in, runs shorter than 8 split into single steps (cheaper one by one
+        than through the vectorised block path). Cached per arguments."""
+        key = (max_len, forced, burn, unique_workers)
         if key not in self._steps:
             T = self.T
             cuts = list(range(forced, T, forced))
@@ -91,7 +91,7 @@ class _Plan:
             # growth after the burn-in, and a short trace done in one block then measured λ = 0
             if 0 < burn < T:
                 cuts.append(burn)
-            starts = sorted(set(self.sgd_blocks(max_len)).union(cuts))
+            starts = sorted(set(self.sgd_blocks(max_len, unique_workers)).union(cuts))
             starts.append(T)
             steps = []
             for b in range(len(starts) - 1):
@@ -103,17 +103,42 @@ class _Plan:
             self._steps = {key: steps}  # one entry: the passes of one α* search share it
         return self._steps[key]
 
-    def sgd_blocks(self, max_len: int) -> list[int]:
+    def sgd_blocks(self, max_len: int, unique_workers: bool = False) -> list[int]:
+        """Starts of runs [t0, t1) of at most ``max_len`` steps in which every read is ≤ t0 (and,
+        with ``unique_workers``, no worker has two rows: each row's worker last pushed before t0)."""
         starts = []
-        maxrv = self.maxrv.tolist()
+        maxrv = self.maxrv
+        if unique_workers:
+            # a row whose worker also had a row at a step ≥ t0 must start a new run: treat the step
+            # of the worker's previous row + 1 as if it were a read
+            prev = np.full(self.rv.size, -1, dtype=np.int64)
+            step = np.repeat(np.arange(self.T), self.counts)
+            order = np.lexsort((step, self.worker))
+            same = self.worker[order][1:] == self.worker[order][:-1]
+            prev[order[1:][same]] = step[order[:-1][same]]
+            maxprev = np.full(self.T, -1, dtype=np.int64)
+            np.maximum.at(maxprev, step, prev + 1)
+            maxrv = np.maximum(maxrv, maxprev)
+            # a step with two rows of one worker is a run of its own (applied row by row)
+            alone = np.zeros(self.T, dtype=bool)
+            alone[step[prev == step]] = True
+            if alone.any():
+                maxrv = np.where(alone, self.T + 1, maxrv)
+                lone = alone.tolist()
+            else:
+                lone = None
+        else:
+            lone = None
+        maxrv = maxrv.tolist()
         t0 = 0
         T = self.T
         while t0 < T:
             starts.append(t0)
             t = t0 + 1
-            lim = min(T, t0 + max_len)
-            while t < lim and maxrv[t] <= t0:
-                t += 1
+            if lone is None or not lone[t0]:
+                lim = min(T, t0 + max_len)
+                while t < lim and maxrv[t] <= t0:
+                    t += 1
             t0 = t
         return starts
 
@@ -132,15 +157,10 @@ def lyapunov_exponents(trace_or_plan, alphas, optimizer: str = "sgd", momentum: 
         raise InputError("α values must be finite and > 0")
     T = plan.T
     burn = min(int(burn_in * T), T - 1)
-    # growth per step is at most 1 + α (Σ w_j = 1) times the momentum terms: renormalise in time
-    growth = math.log1p(float(alphas.max()) * 2.0 + 2.0 * m + 1.0)
-    every = max(1, min(int(_LOG_GROWTH_BUDGET / growth), plan.R // 2))
-    if renorm_every is not None:
-        every = max(1, min(every, int(renorm_every)))
+    # each pass bounds its growth itself (measured per block): only the caller's cadence is forced
+    every = plan.R if renorm_every is None else max(1, int(renorm_every))
     if optimizer == "sgd":
-        # sgd bounds its growth itself (measured per block): only the caller's cadence is forced
-        return _run_sgd(plan, alphas, burn, plan.R if renorm_every is None else max(1, int(renorm_every)),
-                        history)
+        return _run_sgd(plan, alphas, burn, every, history)
     return _run_momentum(plan, alphas, optimizer, m, burn, every, history)
 
 
@@ -247,56 +267,121 @@ def _run_sgd(plan: _Plan, alphas: np.ndarray, burn: int, every: int, history=Non
 
 def _run_momentum(plan: _Plan, alphas: np.ndarray, optimizer: str, m: float, burn: int, every: int,
                   history=None) -> np.ndarray:
+    """The ``momentum`` and ``shifted`` recursions; the state is the iterates x_{t−D}..x_t and the
+    velocity (one per worker for ``shifted``).
+
+    Inlined for performance, as :func:`_run_sgd`: runs of steps whose reads all predate the run
+    (for ``shifted`` also with no worker twice) are applied at once. With reads fixed, momentum's
+    velocities are a first-order filter, v_{t0+j+1} = m^{j+1} v_{t0} + Σ_{i≤j} m^{j−i} c ĝ_{t0+i}
+    (one product with the lower-triangular matrix of powers of m), and ``shifted`` updates each
+    worker's velocity once, m V_w + c x_read; x is then a cumulative sum. Renormalisation is exact
+    and happens when a log-space bound on the state's size passes :data:`_SGD_LOG_BUDGET` (a step
+    multiplies it by at most 1 + m + α(1−m); a run's new values are measured, and a run of n steps
+    grows it by at most 1 + n(1 + α)), at the burn-in, at the end and every ``every`` steps.
+    """
     L = alphas.size
     R = plan.R
     mask = R - 1
     H = np.zeros((R, L))
     H[0] = 1.0
     acc = np.zeros(L)
-    ptr = plan.ptr.tolist()
-    rvm = (plan.rv & mask).tolist()
+    ptr, rv_ring, rvm, unit = plan.sgd_lists()
     wk = plan.worker.tolist()
+    worker = plan.worker
     wt = plan.wt
     T = plan.T
     c = -alphas * (1.0 - m)
+    amax = float(alphas.max())
+    g1 = math.log(1.0 + m + amax * (1.0 - m))  # log-growth bound of one step
+    budget = _SGD_LOG_BUDGET
     shifted = optimizer == "shifted"
     if shifted:
         V = np.zeros((plan.n_workers, L))
     else:
         v = np.zeros(L)
+    max_len = max(1, min(int(math.expm1(100.0) / (1.0 + amax)), R - plan.D - 2, 4096))
+    forced = max(1, min(int(every), R // 2))
+    steps = plan.sgd_steps(max_len, forced, burn, unique_workers=shifted)
+    longest = max((t1 - t0 for t0, t1 in steps), default=1)
+    if not shifted:
+        j = np.arange(longest)
+        with np.errstate(under="ignore"):
+            powers = np.tril(m ** np.maximum(j[:, None] - j[None, :], 0))  # m^{j−i}, i ≤ j
+            mpow = m ** (j + 1.0)
     since = 0
+    bound = 0.0
     burned = burn == 0
-    for t in range(T):
-        r0, r1 = ptr[t], ptr[t + 1]
-        xt = H[t & mask]
-        if shifted:
-            if r1 - r0 == 1:
-                w_ = wk[r0]
-                vw = V[w_]
-                vw *= m
-                vw += c * H[rvm[r0]]
-                H[(t + 1) & mask] = xt + vw
-            else:
-                step = np.zeros(L)
-                for j in range(r0, r1):
-                    vw = V[wk[j]]
+    for t0, t1 in steps:
+        r0, r1 = ptr[t0], ptr[t1]
+        n = t1 - t0
+        if n == 1:
+            t = t0
+            xt = H[t & mask]
+            if shifted:
+                if r1 - r0 == 1:
+                    vw = V[wk[r0]]
                     vw *= m
-                    vw += c * H[rvm[j]]
-                    step += wt[j] * vw
-                H[(t + 1) & mask] = xt + step
-        else:
-            if r1 - r0 == 1:
-                g = H[rvm[r0]]
-            elif r1 == r0:
-                g = 0.0
+                    vw += c * H[rvm[r0]]
+                    H[(t + 1) & mask] = xt + vw
+                else:
+                    step = np.zeros(L)
+                    for j_ in range(r0, r1):
+                        vw = V[wk[j_]]
+                        vw *= m
+                        vw += c * H[rvm[j_]]
+                        step += wt[j_] * vw
+                    H[(t + 1) & mask] = xt + step
             else:
-                g = wt[r0:r1] @ H[rvm[r0:r1]]
-            v *= m
-            v += c * g
-            H[(t + 1) & mask] = xt + v
-        since += 1
-        if (not burned and t + 1 >= burn) or since >= every or t + 1 == T:
-            nrm = np.maximum(_state_norm(H, t + 1, plan.D, mask), np.abs(V).max(axis=0) if shifted else np.abs(v))
+                if r1 - r0 == 1:
+                    g = H[rvm[r0]]
+                elif r1 == r0:
+                    g = 0.0
+                else:
+                    g = wt[r0:r1] @ H[rv_ring[r0:r1]]
+                v *= m
+                v += c * g
+                H[(t + 1) & mask] = xt + v
+            bound += g1
+        else:
+            X = H[rv_ring[r0:r1]]  # every read predates t0
+            one = r1 - r0 == n     # one row per step
+            if shifted:
+                wb = worker[r0:r1]
+                Vn = V[wb]
+                Vn *= m
+                X *= c
+                Vn += X
+                V[wb] = Vn
+                contrib = Vn if unit else Vn * wt[r0:r1, None]
+                newv = Vn
+            else:
+                contrib = X if unit else X * wt[r0:r1, None]
+            if one:
+                per_step = contrib
+            else:
+                per_step = np.zeros((n, L))
+                np.add.at(per_step, np.repeat(np.arange(n), plan.counts[t0:t1]), contrib)
+            if not shifted:
+                # v_{t0+j+1} = m^{j+1} v_{t0} + Σ_{i≤j} m^{j−i} c ĝ_{t0+i}
+                vs = powers[:n, :n] @ (per_step * c)
+                vs += mpow[:n, None] * v
+                v = vs[-1].copy()
+                per_step = vs
+                newv = vs
+            xs = np.add.accumulate(per_step, axis=0)
+            xs += H[t0 & mask]
+            s0 = (t0 + 1) & mask
+            if s0 + n <= R:
+                H[s0:s0 + n] = xs
+            else:
+                H[np.arange(t0 + 1, t1 + 1) & mask] = xs
+            big = max(float(xs.max()), -float(xs.min()), float(newv.max()), -float(newv.min()))
+            if big > 0.0:
+                bound = max(bound, math.log(big)) if math.isfinite(big) else math.inf
+        since += n
+        if (not burned and t1 >= burn) or since >= forced or bound > budget or t1 == T:
+            nrm = np.maximum(_state_norm(H, t1, plan.D, mask),
+                             np.maximum(V.max(axis=0), -V.min(axis=0)) if shifted else np.abs(v))
             H /= nrm
             if shifted:
                 V /= nrm
@@ -305,9 +390,9 @@ def _run_momentum(plan: _Plan, alphas: np.ndarray, optimizer: str, m: float, bur
             if burned:
                 acc += np.log(nrm)
                 if history is not None:
-                    history.append((t + 1, acc.copy()))
+                    history.append((t1, acc.copy()))
             burned = True
-            since = 0
+            since, bound = 0, 0.0
     return acc / max(T - burn, 1)
 
 

@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--mean-square", action="store_true", help="also time the mean-square solvers")
     ap.add_argument("--dense-max", type=int, default=1000, help="largest K for the dense reference")
     ap.add_argument("--ms-check", default="", help="K values for the matrix-free growth check, e.g. 1000")
+    ap.add_argument("--ms-iters", type=int, default=6000, help="steps of the growth check")
     ap.add_argument("--trace-large", action="store_true", help="trace criterion, N=1024, 10^6 updates")
     ap.add_argument("--before", default="24de429", help="git revision of the 'before' trace criterion")
     ap.add_argument("--only-extra", action="store_true", help="skip the base cases")
@@ -73,7 +74,7 @@ def main() -> None:
     if args.trace_large:
         rows += trace_large(args)
     if args.ms_check:
-        rows += ms_check([int(k) for k in args.ms_check.split(",")])
+        rows += ms_check([int(k) for k in args.ms_check.split(",")], args.ms_iters)
     if args.only_extra:
         print_rows(rows)
         return
@@ -177,6 +178,19 @@ def trace_large(args):
         rows.append((f"trace α*, N=1024, 10^6 steps (sgd), at {args.before} (one run)", t_old, a_old))
         rows.append((f"  ratio before/after {t_old / t_new:.1f}x, relative difference", 0.0,
                      abs(a_new - a_old) / a_old))
+        # momentum / shifted: one pass over 48 α each (the old α* search would take minutes)
+        from asyncsim.stability.lyapunov import lyapunov_exponents
+
+        grid = np.geomspace(0.004, 4.0, 48)
+        for opt in ("momentum", "shifted"):
+            t_n, lam_n = timed(lambda opt=opt: lyapunov_exponents(tr, grid, opt, 0.5), 1)
+            t0 = time.perf_counter()
+            lam_o = old.lyapunov_exponents(tr, grid, opt, 0.5)
+            t_o = time.perf_counter() - t0
+            rows.append((f"λ pass, 48 α, {opt} 0.5, now / at {args.before}: {t_o / t_n:.1f}x; max |Δλ|/max|λ| =",
+                         t_n, float(np.max(np.abs(lam_n - lam_o)) / np.max(np.abs(lam_o)))))
+            t_a, a_m = timed(lambda opt=opt: trace_alpha_star(tr, opt, 0.5), 1)
+            rows.append((f"trace α*, N=1024, 10^6 steps ({opt} 0.5), now", t_a, a_m))
     plan = _Plan(tr)
     t0 = time.perf_counter()
     iv = trace_interval(plan, a_new)
@@ -184,7 +198,7 @@ def trace_large(args):
     return rows
 
 
-def ms_check(Ks):
+def ms_check(Ks, iters=6000):
     """The independent check of the O(K²) mean-square solver at large K: the log-growth per step of
     Φ^t(I) (matrix-free, O(K²) a step) at α*(1 ∓ 1e-2) must be negative / positive."""
     from asyncsim.stability.meansquare import build_model, mean_square_alpha_star, second_moment_growth
@@ -198,8 +212,8 @@ def ms_check(Ks):
         model = build_model(p)
         for f in (1 - 1e-2, 1 + 1e-2):
             t0 = time.perf_counter()
-            late, early = second_moment_growth(model, a * f, iters=6000)
-            rows.append((f"check K={K}: log-growth of Φ^t(I) at α*·{f:g} (6000 steps; earlier window {early:+.3e})",
+            late, early = second_moment_growth(model, a * f, iters=iters)
+            rows.append((f"check K={K}: log-growth of Φ^t(I) at α*·{f:g} ({iters} steps; earlier window {early:+.3e})",
                          time.perf_counter() - t0, late))
     return rows
 

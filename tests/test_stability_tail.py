@@ -114,3 +114,14 @@ def test_fitted_tail_interval_covers_at_40k_updates():
         out, _ = mean_fitted_tail(segment_counts(tr), updates=40_000)
         hits += out["ci"][0] <= 30 <= out["ci"][1]
     assert hits >= 0.9 * SEEDS, hits
+
+
+def test_huge_completed_support_is_skipped_with_a_note(monkeypatch):
+    # a 10,000-worker trace completes to support ~276,000: the grid would need 1.3 GiB, so the
+    # fitted tail is skipped with a note instead of pushing the run over its memory budget
+    import asyncsim.stability.tail as tail
+
+    monkeypatch.setattr(tail, "MAX_BYTES", 1 << 16)  # N = 8 needs 640 KiB
+    tr = async_exponential(8, UPDATES, seed=1)
+    out, notes = mean_fitted_tail(segment_counts(tr), updates=UPDATES)
+    assert out is None and "skipped" in notes[0] and "MiB" in notes[0]

@@ -1,25 +1,29 @@
 """The mean criterion on a trace's delay pmf with a fitted geometric tail.
 
-A finite trace cuts the tail of its delay distribution: the largest staleness it saw is where its
-pmf ends, and the sampling noise of the rare large delays sits in the tail. The mean criterion is
-badly conditioned for the delays an asynchronous server makes (geometric: the locus runs at
-|Im α| = sin θ ≤ 1 while α* = 4N − 2, so a pmf error of 1/√T moves the first crossing a long way;
-docs/theory.md): at N = 8 a 4·10⁴-update trace gives α* ≈ 16 against the long-run 30.
+A finite trace cuts the tail of its delay distribution (its pmf ends at the largest staleness it
+saw) and carries sampling noise of relative size ~1/√T at every frequency of P(z). The mean
+criterion is badly conditioned for the delays an asynchronous server makes (geometric: the locus
+runs at |Im α| = sin θ ≤ 1 while Re α climbs to 4N − 2, so that noise makes it cross the real axis
+early; docs/theory.md): at N = 8 a 4·10⁴-update trace gives α* ≈ 16 against the long-run 30.
 
 :func:`fit_geometric_tail` replaces the empirical pmf from a threshold k₀ on by a geometric tail
 Pr(τ = k₀ + j) = w (1 − r) r^j (w the observed mass at τ ≥ k₀), fitted by maximum likelihood
 (r̂ = m/(1 + m), m the mean excess over k₀), with k₀ the smallest of a few empirical quantiles
 (0, 50, 75, 90, 95, 99 %) at which a χ² test of fit (corrected for the correlation of
-consecutive delays, below) does not reject the geometric tail at level :data:`LEVEL` (1 %). The completed pmf runs until the fitted tail's remaining mass is below 1e-12 (support
-about k₀ + 27.6/(1 − r)). When no threshold passes, there is no fitted tail.
+consecutive delays, below) does not reject the geometric tail at level :data:`LEVEL` (1 %). The
+completed pmf runs until the fitted tail's remaining mass is below 1e-12 (support about
+k₀ + 27.6/(1 − r)). When no threshold passes, there is no fitted tail. For A-SGD the test accepts
+k₀ = 0, and the completed pmf is a geometric law: that removes the body's noise as well as the cut
+tail (an empirical body below a tail from the median still gives α* ≈ 16–19 at N = 8).
 
 :func:`bootstrap_interval` gives the fitted-tail α*'s interval: a block bootstrap over the
 trace's segments (segments resampled with replacement, the tail refitted at the chosen k₀ on each
 resample, then α*), the percentile interval of :data:`REPS` resamples. The threshold is not
-re-chosen on resamples: repeated segments break the χ² test's calibration (re-choosing it
-found no tail on more than 5 % of the resamples of most A-SGD traces). For A-SGD the spread is conservative (the mean staleness of
-adjacent segments is negatively correlated, which resampling ignores). Cost: one certified and
-REPS uncertified solves of the mean criterion on the completed pmf.
+re-chosen on resamples: repeated segments break the χ² test's calibration (re-choosing it found
+no tail on more than 5 % of the resamples for 18 of 20 A-SGD traces). For A-SGD the spread is
+conservative (the mean staleness of adjacent segments is negatively correlated, which resampling
+ignores). Cost: one certified and REPS uncertified solves of the mean criterion on the completed
+pmf (~25 ms each at N = 1024).
 
 Counts are update-weighted (an update averaging K gradients counts 1/K per row), so for such
 traces the χ² test sees fewer observations than rows: it is conservative there.
@@ -222,6 +226,9 @@ def bootstrap_interval(fn, segment_counts: np.ndarray, fit: TailFit, updates: in
 
 #: the bootstrap interval is given up to this support of the completed pmf (200 solves at ~25 ms)
 MAX_SUPPORT_INTERVAL = 30_000
+#: the fitted tail's solve is skipped when the mean criterion's grid would need more than this
+#: (the completed support is ~27.6 N for N A-SGD workers: 512 MiB is reached near N = 4700)
+MAX_BYTES = 512 << 20
 
 
 def mean_fitted_tail(segment_counts: np.ndarray, optimizer: str = "sgd", momentum: float = 0.0, *,
@@ -233,12 +240,17 @@ def mean_fitted_tail(segment_counts: np.ndarray, optimizer: str = "sgd", momentu
 
     Cost: one certified solve of the mean criterion on the completed pmf, plus :data:`REPS`
     uncertified ones (the grid value, no certificate: ~100× cheaper) for the interval."""
-    from .characteristic import mean_alpha_star
+    from .characteristic import mean_alpha_star, memory_bytes
 
     fit = fit_geometric_tail(segment_counts)
     if fit is None:
         return None, [f"mean criterion, fitted tail: no geometric tail fits this trace's delays "
                       f"(χ² test of fit rejected at level {LEVEL:g} from every threshold tried)"]
+    need = memory_bytes(fit.pmf.size - 1)
+    if need > MAX_BYTES:
+        return None, [f"mean criterion, fitted tail skipped: its completed support {fit.pmf.size - 1:,} "
+                      f"would need {need / 2**20:,.0f} MiB (limit {MAX_BYTES / 2**20:,.0f} MiB); the "
+                      f"trace and mean-square criteria do not depend on the tail"]
     a = mean_alpha_star(fit.pmf, optimizer, momentum)
     out = {"alpha_star": float(a), "ci": None, "updates_for_1pct": None, **fit.describe(),
            "method": None}

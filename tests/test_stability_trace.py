@@ -190,3 +190,29 @@ def test_growth_bound_renormalises_before_overflow():
     lam = lyapunov_exponents(tr, [0.5, 30.0], burn_in=0.0)
     assert lam[1] == pytest.approx((T - 1) / T * math.log(29.0), rel=1e-12)
     assert lam[0] == pytest.approx(math.log(0.5) / T, rel=1e-9)
+
+
+@pytest.mark.parametrize("optimizer,m", [("sgd", 0.0), ("momentum", 0.5), ("shifted", 0.5)])
+def test_burn_in_is_discarded(optimizer, m):
+    """λ = (log size(S_T) − log size(S_burn)) / (T − burn): the growth before the burn-in is not
+    counted. (The momentum passes once ended the burn-in at their first renormalisation, ~80
+    steps in, whatever burn_in said.) size(S_t) from the plain recursion on the whole trace and on
+    its first ``burn`` steps."""
+    tr = async_exponential(16, 2000, seed=6)
+    T, burn = tr.n_updates, 1000
+    cols = tr.columns
+    keep = (cols["step"] >= 0) & (cols["step"] < burn)
+    head = Trace.from_columns({k: cols[k][keep] for k in ("step", "worker", "read_version", "t_read",
+                                                          "t_done", "t_applied")},
+                              n_workers=tr.n_workers, n_updates=burn)
+    plan = _Plan(tr)
+    alphas = np.array([0.02, 0.3, 2.0])
+    lam = lyapunov_exponents(plan, alphas, optimizer, m, burn_in=burn / T)
+
+    def size(trace, a, t):
+        x, vel = plain_recursion(trace, a, optimizer, m)
+        return max(np.abs(x[max(0, t - plan.D):t + 1]).max(), np.abs(vel).max() if optimizer != "sgd" else 0.0)
+
+    for a, l in zip(alphas, lam):
+        want = (math.log(size(tr, a, T)) - math.log(size(head, a, burn))) / (T - burn)
+        assert l == pytest.approx(want, rel=1e-9, abs=1e-12)

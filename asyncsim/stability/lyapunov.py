@@ -379,7 +379,8 @@ def _run_momentum(plan: _Plan, alphas: np.ndarray, optimizer: str, m: float, bur
             if big > 0.0:
                 bound = max(bound, math.log(big)) if math.isfinite(big) else math.inf
         since += n
-        if (not burned and t1 >= burn) or since >= forced or bound > budget or t1 == T:
+        at_burn = not burned and t1 >= burn
+        if at_burn or since >= forced or bound > budget or t1 == T:
             nrm = np.maximum(_state_norm(H, t1, plan.D, mask),
                              np.maximum(V.max(axis=0), -V.min(axis=0)) if shifted else np.abs(v))
             H /= nrm
@@ -387,11 +388,13 @@ def _run_momentum(plan: _Plan, alphas: np.ndarray, optimizer: str, m: float, bur
                 V /= nrm
             else:
                 v /= nrm
+            # only the renormalisation at the burn-in ends it (before 2026-12 any renormalisation
+            # did, so momentum's burn-in was ~80 steps whatever burn_in said)
             if burned:
                 acc += np.log(nrm)
                 if history is not None:
                     history.append((t1, acc.copy()))
-            burned = True
+            burned = burned or at_burn
             since, bound = 0, 0.0
     return acc / max(T - burn, 1)
 

@@ -3,6 +3,7 @@ the trace criterion on a 10⁵-step trace.
 
     python benchmarks/bench_stability.py [--runs 5] [--mean-square] [--dense-max K]
                                          [--ms-check K,...] [--trace-large [--before REV]]
+                                         [--tail-coverage] [--only-extra]
 
 Prints medians of ``--runs`` timed runs (after one warm-up) and ratios measured in the same run.
 Targets (issue 3): K = 10⁴ mean α* < 0.2 s; trace criterion on 10⁵ steps < 5 s. Issue 15:
@@ -68,6 +69,8 @@ def main() -> None:
     ap.add_argument("--ms-iters", type=int, default=6000, help="steps of the growth check")
     ap.add_argument("--trace-large", action="store_true", help="trace criterion, N=1024, 10^6 updates")
     ap.add_argument("--before", default="24de429", help="git revision of the 'before' trace criterion")
+    ap.add_argument("--tail-coverage", action="store_true",
+                    help="coverage of the fitted-tail mean criterion's interval, 40 seeds of A-SGD N=8")
     ap.add_argument("--only-extra", action="store_true", help="skip the base cases")
     args = ap.parse_args()
     rows = []
@@ -75,6 +78,8 @@ def main() -> None:
         rows += trace_large(args)
     if args.ms_check:
         rows += ms_check([int(k) for k in args.ms_check.split(",")], args.ms_iters)
+    if args.tail_coverage:
+        tail_coverage()
     if args.only_extra:
         print_rows(rows)
         return
@@ -134,6 +139,8 @@ def main() -> None:
 
 
 def print_rows(rows) -> None:
+    if not rows:
+        return
     w = max(len(r[0]) for r in rows)
     print(f"{'case':<{w}}  {'median s':>9}  {'alpha* / value':>14}")
     for name, t, a in rows:
@@ -218,6 +225,42 @@ def ms_check(Ks, iters=6000):
             rows.append((f"check K={K}: log-growth of Φ^t(I) at α*·{f:g} ({iters} steps; earlier window {early:+.3e})",
                          time.perf_counter() - t0, late))
     return rows
+
+
+def tail_coverage(seeds: int = 40) -> None:
+    """Issue 15: how often the fitted-tail mean criterion's 95 % interval contains the long-run
+    4N − 2 = 30 (A-SGD, N = 8, the reference generator of tests/_traces.py), at two trace lengths
+    and two levels of the tail's test of fit; the empirical pmf's jackknife beside it."""
+    from _traces import async_exponential
+
+    import asyncsim.stability.tail as tail
+    from asyncsim.stability.uncertainty import jackknife, segment_counts
+
+    default = tail.LEVEL
+    for U in (5000, 40_000):
+        for level in (default, 0.05):
+            tail.LEVEL = level
+            hit = ehit = 0
+            est, hw, emp = [], [], []
+            t0 = time.perf_counter()
+            for seed in range(seeds):
+                tr = async_exponential(8, U, seed=seed)
+                S = segment_counts(tr)
+                d, _ = tail.mean_fitted_tail(S, updates=U)
+                lo, hi = d["ci"]
+                hit += lo <= 30 <= hi
+                est.append(d["alpha_star"])
+                hw.append((hi - lo) / 2 / d["alpha_star"])
+                if level == default:
+                    a = mean_alpha_star(tr.delay_pmf())
+                    emp.append(a)
+                    jv = jackknife(mean_alpha_star, S, a, U)
+                    ehit += jv.lo <= 30 <= jv.hi
+            print(f"updates {U}, test level {level}: fitted tail covers 30 in {hit}/{seeds}, median estimate "
+                  f"{np.median(est):.4f}, median half-width {100 * np.median(hw):.2f} %"
+                  + (f"; empirical pmf: median α* {np.median(emp):.2f}, its jackknife covers 30 in {ehit}/{seeds}"
+                     if emp else "") + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+    tail.LEVEL = default
 
 
 if __name__ == "__main__":

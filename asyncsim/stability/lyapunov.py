@@ -367,7 +367,6 @@ def _run_momentum(plan: _Plan, alphas: np.ndarray, optimizer: str, m: float, bur
                 vs += mpow[:n, None] * v
                 v = vs[-1].copy()
                 per_step = vs
-                newv = vs
             xs = np.add.accumulate(per_step, axis=0)
             xs += H[t0 & mask]
             s0 = (t0 + 1) & mask
@@ -375,7 +374,11 @@ def _run_momentum(plan: _Plan, alphas: np.ndarray, optimizer: str, m: float, bur
                 H[s0:s0 + n] = xs
             else:
                 H[np.arange(t0 + 1, t1 + 1) & mask] = xs
-            big = max(float(xs.max()), -float(xs.min()), float(newv.max()), -float(newv.min()))
+            big = max(float(xs.max()), -float(xs.min()))
+            if shifted:
+                big = max(big, float(newv.max()), -float(newv.min()))
+            else:
+                big *= 2.0  # v_{t1} = x_{t1} − x_{t1−1}: |v| ≤ 2 max |x| over the run, no need to measure it
             if big > 0.0:
                 bound = max(bound, math.log(big)) if math.isfinite(big) else math.inf
         since += n

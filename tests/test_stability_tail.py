@@ -125,3 +125,16 @@ def test_huge_completed_support_is_skipped_with_a_note(monkeypatch):
     tr = async_exponential(8, UPDATES, seed=1)
     out, notes = mean_fitted_tail(segment_counts(tr), updates=UPDATES)
     assert out is None and "skipped" in notes[0] and "MiB" in notes[0]
+
+
+def test_analyze_names_the_two_mean_values_apart():
+    from asyncsim.stability import analyze
+
+    tr = async_exponential(8, UPDATES, seed=2)
+    rep = analyze(tr, criteria=("mean",))
+    assert rep.alpha_star["mean"] == pytest.approx(mean_alpha_star(tr.delay_pmf()), rel=1e-12)
+    assert rep.mean_fitted_tail["alpha_star"] == pytest.approx(30, rel=0.01)
+    assert rep.to_dict()["mean_fitted_tail"]["threshold"] == 0
+    off = analyze(tr, criteria=("mean",), fitted_tail=False)
+    assert off.mean_fitted_tail is None and off.alpha_star == rep.alpha_star
+    assert not any("fitted tail" in n for n in off.notes)

@@ -140,3 +140,20 @@ def test_large_K_against_arnoldi():
     hi = spectral_radius_arnoldi(model, a * (1 + 1e-4))
     assert lo < 1.0 < hi
     assert abs(lo - 1.0) < 1e-3 and abs(hi - 1.0) < 1e-3
+
+
+@pytest.mark.parametrize("optimizer,m", [("sgd", 0.0), ("momentum", 0.5), ("shifted", 0.5)])
+def test_mean_square_against_second_moment_growth(optimizer, m):
+    """Independent of both the noise loop and the Toeplitz reduction: Φ^t(I) applied by its
+    definition, O(K²) a step. Its log-growth per step must change sign across α*: negative at
+    α*(1 − 1e-2), positive at α*(1 + 1e-2), in both averaging windows (log ρ ≈ ∓1e-4). K = 80."""
+    from asyncsim.stability.meansquare import second_moment_growth
+
+    rng = np.random.default_rng(21)
+    p = rng.random(81)
+    p /= p.sum()
+    a = mean_square_alpha_star(p, optimizer, m)
+    model = build_model(p, optimizer, m)
+    below = second_moment_growth(model, a * (1 - 1e-2), iters=4000)
+    above = second_moment_growth(model, a * (1 + 1e-2), iters=4000)
+    assert max(below) < 0 < min(above), (below, above)

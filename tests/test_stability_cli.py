@@ -122,3 +122,12 @@ def test_trace_reports_intervals(tmp_path, capsys):
         lo, hi = d["alpha_star_ci"][c]
         assert lo < d["alpha_star_by_criterion"][c] < hi
         assert d["updates_for_1pct"][c] > 6000
+    # the mean criterion twice, named apart: the empirical pmf's in alpha_star_by_criterion, the
+    # fitted tail's (geometric from τ ≥ 0 for A-SGD, 4N̂ − 2 ≈ 30) under mean_fitted_tail
+    ft = d["mean_fitted_tail"]
+    assert ft["threshold"] == 0 and ft["alpha_star"] == pytest.approx(30, rel=0.01)
+    assert ft["ci"][0] <= ft["alpha_star"] <= ft["ci"][1]
+    assert d["alpha_star_by_criterion"]["mean"] < 25
+    assert any("fitted tail" in n for n in d["notes"])
+    assert run(["stability", "--trace", str(path)]) == 0
+    assert "mean, fitted tail" in capsys.readouterr().out

@@ -6,11 +6,13 @@ trace). ``--json`` keys: ``alpha_star`` (the named criterion's α*, or with ``al
 conservative one), ``criterion``, ``alpha_star_by_criterion``, ``conservative``, ``lr`` (when
 ``--base-lr`` or ``--sharpness`` is given), ``warnings``, ``staleness_mean``, ``source``, and for a
 trace or scenario ``alpha_star_ci`` ({criterion: [lo, hi]}, 95 %), ``updates_for_1pct`` and
-``notes`` (criteria skipped, intervals not given). A progress bar (stderr, terminals only) follows
-each criterion. For a local SGD / DiLoCo trace (:mod:`asyncsim.stability.diloco`) ``alpha_star`` is
-the inner α* of the outer recursion at the trace's outer parameters, with ``outer_lr_max``,
-``stable_region`` and ``diloco`` added; ``--out PATH`` draws the stable region (a PNG; JSON key
-``plot``).
+``notes`` (criteria skipped, intervals not given), and ``mean_fitted_tail`` (the mean criterion
+on the pmf completed by a fitted geometric tail: ``alpha_star``, ``ci``, the fit; ``alpha_star`` and
+``alpha_star_by_criterion["mean"]`` stay the empirical pmf's). A progress bar (stderr, terminals
+only) follows each criterion. For a local SGD / DiLoCo trace (:mod:`asyncsim.stability.diloco`)
+``alpha_star`` is the inner α* of the outer recursion at the trace's outer parameters, with
+``outer_lr_max``, ``stable_region`` and ``diloco`` added; ``--out PATH`` draws the stable region
+(a PNG; JSON key ``plot``).
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ def stability(
         return
     title = f"Stability of {desc} ({optimizer}" + (f", m = {momentum:g}" if optimizer != "sgd" else "") + ")"
     t = Table(title=title, header_style="bold")
-    t.add_column("criterion")
+    t.add_column("criterion", no_wrap=True)
     t.add_column("α* = a·η", justify="right")
     if rep.alpha_star_ci:
         t.add_column("± (95 %)", justify="right")
@@ -149,6 +151,16 @@ def stability(
             row += ([_fmt((lo_hi[1] - lo_hi[0]) / 2), f"{need:,}" if need is not None else "–"] if lo_hi
                     else ["–", "–"])
         row += ([_fmt(rep.lr[name])] if rep.lr is not None else []) + [note]
+        t.add_row(*row)
+    ft = rep.mean_fitted_tail
+    if ft is not None:  # the mean criterion on the pmf completed by a fitted geometric tail
+        row = ["mean, fitted tail", _fmt(ft["alpha_star"])]
+        if rep.alpha_star_ci:
+            need = ft["updates_for_1pct"]
+            row += ([_fmt((ft["ci"][1] - ft["ci"][0]) / 2), f"{need:,}" if need is not None else "–"]
+                    if ft["ci"] else ["–", "–"])
+        row += (["–"] if rep.lr is not None else []) + [
+            f"geometric tail from τ ≥ {ft['threshold']} (χ² p = {ft['p_value']:.2g})"]
         t.add_row(*row)
     if rep.lr is not None:
         t.add_row("paper rule", "", *(["", ""] if rep.alpha_star_ci else []), _fmt(rep.lr["paper_rule"]),

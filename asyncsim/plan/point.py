@@ -72,7 +72,8 @@ def evaluate(task: Task) -> dict[str, Any]:
     criteria = tuple(s.get("criteria") or CRITERIA)
     rep = analyze(trace, criteria=criteria, optimizer=s.get("optimizer", "sgd"),
                   momentum=float(s.get("momentum", 0.0)), base_lr=s.get("base_lr"),
-                  sharpness=s.get("sharpness") if s.get("base_lr") is None else None)
+                  sharpness=s.get("sharpness") if s.get("base_lr") is None else None,
+                  fitted_tail=False)  # plans rank by the criteria's α*; the fitted tail is not used here
     alpha = {c: (None if rep.alpha_star.get(c) is None else float(rep.alpha_star[c])) for c in criteria}
     cons = rep.conservative
     a_cons = alpha.get(cons) if cons else None

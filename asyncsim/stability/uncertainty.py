@@ -21,7 +21,9 @@ Caveat, measured (docs/theory.md): for the mean criterion with geometric delays 
 exponential compute times) the first crossing is set by the locus brushing the real axis, where
 sampling noise in the pmf lowers α* systematically (≈ 16 instead of 4N − 2 = 30 at N = 8 with
 4·10⁴ updates); a jackknife measures the spread, not this bias, so that interval does not cover
-the long-run value. The intervals of the trace and mean-square criteria do (tests).
+the long-run value. The intervals of the trace and mean-square criteria do (tests), and so does
+the mean criterion's on the pmf completed by a fitted geometric tail (:mod:`.tail`, a block
+bootstrap over the same segments).
 """
 
 from __future__ import annotations

@@ -189,8 +189,7 @@ def diloco_lyapunov(source, alphas, outer_lrs=None, *, burn_in: float = 0.1) -> 
     # (~1/(1−μ) updates) and of the workers' first contributions (~N), up to half the trace —
     # on a short trace the buffer building up from 0 read as growth and made small outer lrs
     # look unstable
-    floor = min(plan.T // 2, math.ceil(3.0 / (1.0 - mu)) + N)
-    burn = min(max(int(burn_in * plan.T), floor), plan.T - 1)
+    burn = _burn(plan, burn_in)
     ptr = plan.ptr.tolist()
     with np.errstate(over="ignore", invalid="ignore"):
         for op in plan.ops:
@@ -255,12 +254,30 @@ def diloco_lyapunov(source, alphas, outer_lrs=None, *, burn_in: float = 0.1) -> 
     return lam
 
 
+def _burn(plan: OuterPlan, burn_in: float) -> int:
+    """Outer updates not counted in λ: a fraction of the trace, but at least the transients of the
+    momentum buffer (~1/(1−μ) updates) and of the workers' first contributions (~N), up to half the
+    trace (on a short trace the buffer building up from 0 read as growth and made small outer lrs
+    look unstable)."""
+    floor = min(plan.T // 2, math.ceil(3.0 / (1.0 - plan.policy.outer_momentum)) + plan.n_workers)
+    return min(max(int(burn_in * plan.T), floor), plan.T - 1)
+
+
+def resolution(plan: OuterPlan, burn_in: float = 0.1) -> float:
+    """The smallest λ the trace criterion calls unstable: growth by a factor 2 over the updates it
+    measures, log 2 / (T − burn). As α or η_o → 0 the outer recursion's true λ → 0⁻ (the
+    pseudo-gradient vanishes), so a bare λ ≥ 0 test read a short trace's leftover transients
+    (a 40-update streaming trace: 'stable only below η_o = 3.5e-7') as instability."""
+    return math.log(2.0) / max(plan.T - _burn(plan, burn_in), 1)
+
+
 def _first_crossing(lam_of: Callable[[np.ndarray], np.ndarray], rows: int, hi: np.ndarray, points: int,
-                    rounds: int) -> np.ndarray:
-    """Per row, the smallest x > 0 where λ(x) ≥ 0: a geometric grid in (hi/1000, hi] (raised ×8
-    while stable, up to 8 times), then ``rounds`` linear refinements of the first bracket, and the
-    linear interpolation of λ's zero. ``lam_of(grid, rows)`` maps an (len(rows), k) grid of the
-    rows ``rows`` to λ of the same shape."""
+                    rounds: int, tol: float = 0.0) -> np.ndarray:
+    """Per row, the smallest x > 0 where λ(x) ≥ ``tol`` (the criterion's resolution: see
+    :func:`resolution`): a geometric grid in (hi/1000, hi] (raised ×8 while stable, up to 8
+    times), then ``rounds`` linear refinements of the first bracket, and the linear interpolation
+    of λ's zero through the bracket's ends. ``lam_of(grid, rows)`` maps an (len(rows), k) grid of
+    the rows ``rows`` to λ of the same shape."""
     hi = np.asarray(hi, dtype=float).reshape(rows).copy()
     out = np.full(rows, np.inf)
     lo_x = np.zeros(rows)
@@ -269,9 +286,9 @@ def _first_crossing(lam_of: Callable[[np.ndarray], np.ndarray], rows: int, hi: n
     hi_l = np.full(rows, np.nan)
     todo = np.ones(rows, dtype=bool)
 
-    def bracket(g, lam, i) -> bool:
-        """Narrow row i's bracket to the first grid point with λ ≥ 0; False when there is none."""
-        k = np.flatnonzero(lam >= 0)
+    def bracket(g, lam, i, level=0.0) -> bool:
+        """Narrow row i's bracket to the first grid point with λ ≥ ``level``; False when there is none."""
+        k = np.flatnonzero(lam >= level)
         if not k.size:
             return False
         k = int(k[0])
@@ -286,8 +303,8 @@ def _first_crossing(lam_of: Callable[[np.ndarray], np.ndarray], rows: int, hi: n
             break
         grid = np.geomspace(hi[idx] / 1000.0, hi[idx], points, axis=1)
         lam = lam_of(grid, idx)
-        for r, i in enumerate(idx):
-            if bracket(grid[r], lam[r], i):
+        for r, i in enumerate(idx):  # (a rise to the resolution marks the boundary; refined at λ = 0)
+            if bracket(grid[r], lam[r], i, tol):
                 todo[i] = False
             else:
                 hi[i] *= 8.0
@@ -304,7 +321,9 @@ def _first_crossing(lam_of: Callable[[np.ndarray], np.ndarray], rows: int, hi: n
         if np.isnan(lo_l[i]) or not np.isfinite(hi_l[i]):
             out[i] = hi_x[i] if np.isnan(lo_l[i]) else 0.5 * (lo_x[i] + hi_x[i])
         else:
-            out[i] = lo_x[i] + (hi_x[i] - lo_x[i]) * (-lo_l[i]) / (hi_l[i] - lo_l[i])
+            # (left of lo when lo's λ is in [0, tol): the secant's zero, never below 0)
+            x = lo_x[i] + (hi_x[i] - lo_x[i]) * (-lo_l[i]) / (hi_l[i] - lo_l[i]) if hi_l[i] > lo_l[i] else lo_x[i]
+            out[i] = min(max(x, 0.0), hi_x[i])
     return out
 
 
@@ -319,7 +338,8 @@ def diloco_trace_alpha_star(source, outer_lr: float | None = None, *, burn_in: f
     def lam_of(grid, idx):
         return diloco_lyapunov(plan, grid.reshape(-1), eo, burn_in=burn_in).reshape(grid.shape)
 
-    return float(_first_crossing(lam_of, 1, np.array([min(4.0 * guess, 8.0)]), points, rounds)[0])
+    return float(_first_crossing(lam_of, 1, np.array([min(4.0 * guess, 8.0)]), points, rounds,
+                                 resolution(plan, burn_in))[0])
 
 
 def diloco_trace_outer_lr_max(source, alphas, *, burn_in: float = 0.1, points: int = 24,
@@ -335,7 +355,7 @@ def diloco_trace_outer_lr_max(source, alphas, *, burn_in: float = 0.1, points: i
         lanes_a = np.repeat(al[idx], grid.shape[1])
         return diloco_lyapunov(plan, lanes_a, grid.reshape(-1), burn_in=burn_in).reshape(grid.shape)
 
-    return _first_crossing(lam_of, al.size, hi, points, rounds)
+    return _first_crossing(lam_of, al.size, hi, points, rounds, resolution(plan, burn_in))
 
 
 # ---------------------------------------------------------------------------------- report
@@ -402,6 +422,10 @@ def analyze_diloco(trace, sharpness: float | None = None, base_lr: float | None 
         _json(float(diloco_trace_outer_lr_max(plan, [a_half])[0])),
         "outer_lr_max_at_alpha": a_half,
         "stable_region": region,
+        # the smallest λ the trace criterion calls unstable, and the updates it measured over
+        "resolution": None if sync else resolution(plan),
+        "updates_measured": None if sync else int(plan.T - _burn(plan, 0.1)),
+        "short": (not sync) and plan.T // 2 < math.ceil(3.0 / (1.0 - mu)) + plan.n_workers,
     }
 
 
@@ -451,6 +475,11 @@ def diloco_report(trace, criteria=("trace",), base_lr: float | None = None, shar
              "no 95 % interval for DiLoCo traces"]
     if d["method"] == "closed-form":
         notes.insert(0, "synchronous rounds: α* is the closed form (exact for every such trace)")
+    elif d["short"]:
+        need = 2 * (math.ceil(3.0 / (1.0 - d["policy"]["outer_momentum"])) + int(trace.n_workers))
+        notes.insert(0, f"only {d['updates_analysed']:,} outer updates: the trace criterion measured growth over "
+                        f"{d['updates_measured']:,} of them, too few to outlast the outer momentum's transient; "
+                        f"bounds are uncertain (simulate at least {need:,} outer updates)")
     elif d["updates_analysed"] < trace.n_updates:
         notes.insert(0, f"the trace criterion used the first {d['updates_analysed']:,} of {trace.n_updates:,} "
                         f"outer updates")

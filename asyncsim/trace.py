@@ -447,15 +447,22 @@ class Trace:
         throughput speed-ups compare like with like; the pseudo-gradient rows
         are ``pseudo_gradients``. ``communication_fraction`` is the share of
         the workers' time not spent on inner steps (all-reduces, pushes and
-        pulls, outer applies, and waiting for the barrier or a fragment)."""
+        pulls, outer applies, and waiting for the barrier or a fragment);
+        ``utilisation_mean``/``min`` count inner steps too."""
         c = self.columns
         applied = c["step"] >= 0
         ost = c["outer_staleness"][applied]
         inner = self.inner
+        extra: dict[str, Any] = {}
         if len(inner["worker"]):
             done = inner["t_done"] <= self.sim_time
             n_inner = int(np.count_nonzero(done))
-            busy = float(np.sum((inner["t_done"] - inner["t_start"])[done]))
+            per = np.bincount(inner["worker"][done], weights=(inner["t_done"] - inner["t_start"])[done],
+                              minlength=self.n_workers)
+            busy = float(per.sum())
+            if self.sim_time > 0 and self.n_workers:  # (the rows of fragments overlap: count inner steps)
+                extra = {"utilisation_mean": float(per.mean() / self.sim_time),
+                         "utilisation_min": float(per.min() / self.sim_time)}
         else:  # (a trace built without its inner table: the contributions' inner steps)
             n_inner = int(np.sum(c["local_end"] - c["local_start"]))
             busy = float(np.sum(c["t_done"] - c["t_read"]))
@@ -477,6 +484,7 @@ class Trace:
             "outer_staleness_mean": float(ost.mean()) if ost.size else None,
             "outer_staleness_max": int(ost.max()) if ost.size else None,
             "fragments": frags,
+            **extra,
         }
 
     # --------------------------------------------------------------------- io

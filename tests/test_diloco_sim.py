@@ -297,3 +297,40 @@ def test_simulate_json_keys(tmp_path):
     assert out["outer_updates"] == 3 and out["inner_gradients"] == 120 and out["pseudo_gradients"] == 12
     assert out["inner_steps_per_second"] == pytest.approx(8.0) and out["communication_fraction"] == 0.0
     assert out["outer_staleness_mean"] == 0.0 and out["outer_staleness_max"] == 0
+
+
+# -------------------------------------------------------------------- plan
+def test_plan_compares_the_family_on_inner_gradient_rates(tmp_path):
+    """Speed-ups against the all-reduce baseline count inner gradients (N·H per DiLoCo round);
+    the outer-level columns are reported; varied H reaches every kind of the family, and
+    fragments only streaming_diloco."""
+    from asyncsim.plan import PlanSpec, SerialBackend, expand, run_plan
+    from asyncsim.plan.point import DILOCO_MISSING, diloco_support
+
+    n, t, params = 4, 0.5, 1_000_000
+    sc = scen("streaming_diloco", n=n, compute=t, net=STAR, params=params, inner_steps=4, fragments=2,
+              time=40.0)
+    plan = PlanSpec(sc, vary=[("policy.inner_steps", [4, 8])],
+                    policies=["diloco", "streaming_diloco", "async_diloco"], time=40.0, base_lr=0.1,
+                    baseline="allreduce", criteria="mean")
+    pts = expand(plan)
+    assert {p.policy for p in pts} == {"diloco", "streaming_diloco", "async_diloco", "allreduce"}
+    assert all(p.task.scenario["policy"].get("fragments", 1) == (2 if p.policy == "streaming_diloco" else 1)
+               for p in pts if p.policy != "allreduce")
+    res = run_plan(plan, tmp_path / "out", SerialBackend(), report=False)
+    rows = {(r["policy.inner_steps"], r["policy"]): r for r in res.rows}
+    d = ring_time(n, params * 4)
+    for h in (4, 8):
+        base = rows[(h, "allreduce")]
+        dl = rows[(h, "diloco")]
+        # diloco at constant times: N·H inner gradients per H·t + D; allreduce: N per t + D
+        # (and the inner steps of the round under way at the end: min(H, ⌊rest / t⌋) per worker)
+        rounds = math.floor(40.0 / (h * t + d))
+        inner = n * (rounds * h + min(h, math.floor((40.0 - rounds * (h * t + d)) / t)))
+        assert dl["outer_updates"] == rounds and dl["inner_gradients"] == inner
+        assert dl["gradient_rate"] == pytest.approx(inner / 40.0, rel=1e-12)
+        assert dl["speedup_throughput"] == pytest.approx(dl["gradient_rate"] / base["gradient_rate"], rel=1e-12)
+        assert dl["communication_fraction"] > 0 and dl["time_per_outer_round"] > h * t
+        assert rows[(h, "async_diloco")]["outer_staleness_max"] >= 1
+        if not diloco_support("stability"):
+            assert math.isnan(dl["lr"]) and DILOCO_MISSING["stability"] in dl["warnings"]

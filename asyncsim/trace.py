@@ -448,7 +448,9 @@ class Trace:
         are ``pseudo_gradients``. ``communication_fraction`` is the share of
         the workers' time not spent on inner steps (all-reduces, pushes and
         pulls, outer applies, and waiting for the barrier or a fragment);
-        ``utilisation_mean``/``min`` count inner steps too."""
+        ``utilisation_mean``/``min`` count inner steps too. ``time_per_outer_round``:
+        the time of the last update × the updates per round (P fragments; async_diloco: one
+        per worker, N) ÷ the updates."""
         c = self.columns
         applied = c["step"] >= 0
         ost = c["outer_staleness"][applied]
@@ -478,7 +480,9 @@ class Trace:
             "inner_gradients": n_inner,
             "inner_steps_per_second": float(n_inner / T) if T > 0 else float("nan"),
             "gradient_rate": float(n_inner / T) if T > 0 else float("nan"),
-            "time_per_outer_round": float(T * per_round / self.n_updates) if self.n_updates else float("nan"),
+            # (to the last update, not to the end of a time-stopped run: its last round is unfinished)
+            "time_per_outer_round": float(float(c["t_applied"][applied].max()) * per_round / self.n_updates)
+            if self.n_updates else float("nan"),
             "inner_utilisation": float(util),
             "communication_fraction": float(1.0 - util) if util == util else float("nan"),
             "outer_staleness_mean": float(ost.mean()) if ost.size else None,

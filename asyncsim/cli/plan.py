@@ -94,6 +94,8 @@ def plan_table(res, plan, width: int):
     if has_lr:
         wanted.append(("α*", "alpha_star"))
     wanted += [("τ p99", "staleness_p99")] + ([("final loss", "final_loss")] if has_train else [])
+    if any("time_per_outer_round" in r for r in rows):  # the DiLoCo family's outer level (docs/diloco.md)
+        wanted += [("s/round", "time_per_outer_round"), ("comm", "communication_fraction")]
 
     def cell(r, key):
         v = r.get(key)
@@ -144,7 +146,8 @@ def plan_table(res, plan, width: int):
 
 #: the order columns are shown in (whichever of them fit)
 _DISPLAY_ORDER = ("policy", "update_rate", "speedup_throughput", "stability_adjusted_speed", "staleness_mean",
-                  "staleness_p99", "alpha_star", "lr", "time_to_target", "speedup_to_target", "final_loss")
+                  "staleness_p99", "alpha_star", "lr", "time_to_target", "speedup_to_target", "final_loss",
+                  "time_per_outer_round", "communication_fraction")
 
 
 def _print_table(res, plan) -> None:

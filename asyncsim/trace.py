@@ -154,30 +154,46 @@ class TraceRecorder:
 class ColumnRecorder:
     """Preallocated numpy columns of fixed dtypes, appended to a block at a time.
 
-    ``extend(n, col=values, ...)`` writes ``n`` rows (scalars broadcast);
-    capacity doubles when full (amortised O(1) per row). Used by the event
+    ``extend(n, col=values, ...)`` writes ``n`` rows (scalars broadcast),
+    ``append(v1, v2, ...)`` one row; capacity doubles when full (amortised O(1)
+    per row). Used by the event
     engines for the DiLoCo family's extra columns and inner table.
     """
 
-    __slots__ = ("_cols", "n", "cap")
+    __slots__ = ("_cols", "_arrays", "n", "cap")
 
     def __init__(self, dtypes: dict[str, np.dtype], capacity: int = 1024):
         self.cap = max(16, int(capacity))
         self._cols = {k: np.empty(self.cap, dtype=dt) for k, dt in dtypes.items()}
+        self._arrays = list(self._cols.values())
         self.n = 0
+
+    def _reserve(self, n: int) -> None:
+        i = self.n
+        while i + n > self.cap:
+            self.cap *= 2
+        for k, arr in self._cols.items():
+            new = np.empty(self.cap, dtype=arr.dtype)
+            new[:i] = arr[:i]
+            self._cols[k] = new
+        self._arrays = list(self._cols.values())
 
     def extend(self, n: int, **values) -> None:
         i = self.n
         if i + n > self.cap:
-            while i + n > self.cap:
-                self.cap *= 2
-            for k, arr in self._cols.items():
-                new = np.empty(self.cap, dtype=arr.dtype)
-                new[:i] = arr[:i]
-                self._cols[k] = new
+            self._reserve(n)
         for k, v in values.items():
             self._cols[k][i:i + n] = v
         self.n = i + n
+
+    def append(self, *values) -> None:
+        """One row, its values in the columns' order (the per-event path)."""
+        i = self.n
+        if i == self.cap:
+            self._reserve(1)
+        for arr, v in zip(self._arrays, values):
+            arr[i] = v
+        self.n = i + 1
 
     def columns(self) -> dict[str, np.ndarray]:
         return {k: arr[: self.n].copy() for k, arr in self._cols.items()}

@@ -471,6 +471,11 @@ class Model:
         self.inner_cols.extend(k, worker=w, local_step=np.arange(first, first + k), t_start=t_start,
                                t_done=t_done)
 
+    def inner_step(self, w: int, step: int, t_start: float, t_done: float) -> None:
+        """:meth:`inner_steps` for one step (the per-event path). O(1)."""
+        if not self.done:
+            self.inner_cols.append(w, step, t_start, t_done)
+
     def outer_columns(self) -> dict[str, np.ndarray]:
         """The extra columns (empty dict when this run does not record them)."""
         return {} if self.outer_cols is None else self.outer_cols.columns()

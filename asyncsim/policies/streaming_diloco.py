@@ -144,7 +144,7 @@ class StreamingDiLoCo(Policy):
                 j += 1
                 nxt += every
             dt = comp()
-            m.inner_steps(w, c, t, t + dt)
+            m.inner_step(w, c, t, t + dt)
             yield env.timeout(dt)
             c += 1
 

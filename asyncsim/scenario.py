@@ -385,26 +385,19 @@ class Scenario(_Model):
                                   f"group {f.group} does not exist (there are {len(self.workers)} groups)")
             if isinstance(f, LinkFault) and net is None:
                 raise _FieldError(f"faults.{fi}", "a link fault needs a network")
-        if isinstance(pol, AllreducePolicy):
-            if self.faults:
-                raise _FieldError("faults", "the allreduce policy does not model faults (use sync)")
+        if isinstance(pol, AllreducePolicy) and self.faults:
+            raise _FieldError("faults", "the allreduce policy does not model faults (use sync)")
+        if isinstance(pol, _OuterSyncPolicy) and self.faults:
+            raise _FieldError("faults", f"the {pol.kind} policy does not model faults (remove the faults "
+                              f"section, or use async/sync to study faults)")
+        # the policies that all-reduce (async_diloco pushes to the server instead)
+        if isinstance(pol, AllreducePolicy) or (isinstance(pol, _OuterSyncPolicy) and pol.kind != "async_diloco"):
             if pol.algorithm == "halving_doubling" and n & (n - 1):
                 raise _FieldError("policy.algorithm",
                                   f"halving_doubling needs a power-of-two number of workers, not {n}")
             if pol.algorithm == "hierarchical" and len({g.gpus_per_node for g in self.workers}) > 1:
                 raise _FieldError("policy.algorithm",
                                   "hierarchical needs the same gpus_per_node in every worker group")
-        if isinstance(pol, _OuterSyncPolicy):
-            if self.faults:
-                raise _FieldError("faults", f"the {pol.kind} policy does not model faults (remove the faults "
-                                  f"section, or use async/sync to study faults)")
-            if pol.kind != "async_diloco":
-                if pol.algorithm == "halving_doubling" and n & (n - 1):
-                    raise _FieldError("policy.algorithm",
-                                      f"halving_doubling needs a power-of-two number of workers, not {n}")
-                if pol.algorithm == "hierarchical" and len({g.gpus_per_node for g in self.workers}) > 1:
-                    raise _FieldError("policy.algorithm",
-                                      "hierarchical needs the same gpus_per_node in every worker group")
         if isinstance(net, CustomNetwork):
             nodes = {e.u for e in net.edges} | {e.v for e in net.edges}
             if net.server not in nodes:

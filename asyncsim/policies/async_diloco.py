@@ -46,7 +46,6 @@ class AsyncDiLoCo(Policy):
     def worker(self, m, w):
         env = m.env
         comp = m.compute_next[w]
-        apply_next = m.apply_next
         pull, pull_hops, push, push_hops = m.routes(w)
         h = int(self.spec.inner_steps)
         rv, t_read, c = 0, 0.0, 0
@@ -54,12 +53,7 @@ class AsyncDiLoCo(Policy):
             s = inner_phase(m, w, comp, c, t_read, h)
             yield env.timeout(s)
             t_done = env.now
-            if push is not None:
-                yield from m.transfer(w, push, push_hops)
-            yield from m.acquire_server()
-            d = apply_next()
-            if d > 0.0:
-                yield env.timeout(d)
+            yield from self.push_and_apply(m, w, push, push_hops)
             st = m.version - rv
             m.applied_outer([w], rv, t_read, [t_done], st, c, c + h, 0, env.now)
             m.release_server()

@@ -7,7 +7,9 @@ conservative one), ``criterion``, ``alpha_star_by_criterion``, ``conservative``,
 ``--base-lr`` or ``--sharpness`` is given), ``warnings``, ``staleness_mean``, ``source``, and for a
 trace or scenario ``alpha_star_ci`` ({criterion: [lo, hi]}, 95 %), ``updates_for_1pct`` and
 ``notes`` (criteria skipped, intervals not given). A progress bar (stderr, terminals only) follows
-each criterion.
+each criterion. For a local SGD / DiLoCo trace (:mod:`asyncsim.stability.diloco`) ``alpha_star`` is
+the inner α* of the outer recursion at the trace's outer parameters, with ``outer_lr_max``,
+``stable_region`` and ``diloco`` added; ``--plot PATH`` draws the stable region.
 """
 
 from __future__ import annotations
@@ -74,9 +76,13 @@ def stability(
     updates: Optional[int] = typer.Option(None, "--updates", "-n", min=1,
                                           help="Updates to simulate for a scenario (default: its stop)."),
     seed: Optional[int] = typer.Option(None, "--seed", "-s", min=0, help="Seed for a scenario's simulation."),
+    plot: Optional[Path] = typer.Option(None, "--plot",
+                                        help="Local SGD / DiLoCo traces: write the stable region in (inner lr, "
+                                             "outer lr) as a PNG here."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
-    """Largest stable α = a·η for a delay distribution, by criterion, and a learning rate."""
+    """Largest stable α = a·η for a delay distribution, by criterion, and a learning rate
+    (local SGD / DiLoCo: inner α at the trace's outer parameters, and the stable region)."""
     with user_errors():
         from ..stability import CRITERIA, analyze
         from ..stability.characteristic import check_optimizer
@@ -103,13 +109,25 @@ def stability(
 
             rep = analyze(source, criteria=crits, optimizer=optimizer, momentum=momentum,
                           base_lr=base_lr, sharpness=sharpness, progress=report)
+        if plot is not None:
+            if rep.diloco is None:
+                raise InputError("--plot draws the stable region of a local SGD / DiLoCo trace; this source "
+                                 "is none")
+            from ..stability.diloco import plot_region
+
+            plot_region(rep.diloco["stable_region"], plot, title=f"stable region of {desc}")
     out = rep.to_dict()
     out["criterion"] = criterion
     if criterion != "all":
         out["alpha_star"] = rep.alpha_star[criterion]
     out["source"] = desc
+    if plot is not None:
+        out["plot"] = str(plot)
     if json_out:
         print_json(out)
+        return
+    if rep.diloco is not None:
+        _print_diloco(rep, desc)
         return
     title = f"Stability of {desc} ({optimizer}" + (f", m = {momentum:g}" if optimizer != "sgd" else "") + ")"
     t = Table(title=title, header_style="bold")
@@ -138,6 +156,34 @@ def stability(
     console.print(f"mean staleness E[τ] = {rep.staleness_mean:.4g}")
     for w in rep.warnings:
         console.print(f"warning: {w}")
+    for n in rep.notes:
+        console.print(f"note: {n}")
+
+
+def _print_diloco(rep, desc: str) -> None:
+    """The table of a local SGD / DiLoCo trace: inner α*, the outer-lr bound, the stable region."""
+    d = rep.diloco
+    pol, reg = d["policy"], d["stable_region"]
+    t = Table(title=f"Stability of {desc} ({pol['kind']}, H = {pol['inner_steps']}, outer lr {pol['outer_lr']:g}, "
+                    f"μ = {pol['outer_momentum']:g}{', Nesterov' if pol['nesterov'] else ''})", header_style="bold")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    t.add_column("notes")
+    t.add_row("inner α* = a·η", _fmt(d["alpha_star"]), "trace criterion of the outer recursion")
+    t.add_row("closed form (synchronous)", _fmt(d["alpha_star_synchronous"]), reg["condition"]
+              if reg["method"] == "closed-form" else "synchronous rounds with these outer parameters")
+    t.add_row("outer lr bound", _fmt(d["outer_lr_max"]), f"at inner α = {_fmt(d['outer_lr_max_at_alpha'])}")
+    if rep.lr is not None:
+        t.add_row("inner learning rate", _fmt(rep.lr["trace"]), "from α*")
+    console.print(t)
+    r = Table(title=f"stable region ({reg['method']}): outer lr < bound", header_style="bold")
+    r.add_column("α")
+    if "eta" in reg:
+        r.add_column("η", justify="right")
+    r.add_column("outer lr bound", justify="right")
+    for i, a in enumerate(reg["alpha"]):
+        r.add_row(_fmt(a), *([_fmt(reg["eta"][i])] if "eta" in reg else []), _fmt(reg["outer_lr_max"][i]))
+    console.print(r)
     for n in rep.notes:
         console.print(f"note: {n}")
 

@@ -78,8 +78,10 @@ def train(
     loss: Optional[str] = typer.Option(None, "--loss",
                                        help="With FILE.py:NAME models: cross_entropy | mse | FILE.py:NAME "
                                             "(default: cross-entropy for class labels, else mse)."),
-    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | momentum | shifted | adam | adamw"),
-    lr: float = typer.Option(..., "--lr", help="Learning rate η (the peak of a schedule)."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer",
+                                            help="sgd | momentum | shifted | adam | adamw (default sgd; on a "
+                                                 "local SGD / DiLoCo trace: the policy's inner optimizer)."),
+    lr: float = typer.Option(..., "--lr", help="Learning rate η (the peak of a schedule; DiLoCo: the inner lr)."),
     momentum: float = typer.Option(0.0, "--momentum", help="Momentum m (momentum/shifted)."),
     no_dampening: bool = typer.Option(False, "--no-dampening",
                                       help="PyTorch's momentum convention v = m v + g, x -= η v."),

@@ -43,6 +43,8 @@ class StabilityReport:
     updates_for_1pct: dict[str, int] = field(default_factory=dict, repr=False)
     #: criteria skipped (memory, size) and intervals not computed, one sentence each
     notes: list[str] = field(default_factory=list, repr=False)
+    #: local SGD / DiLoCo traces: policy, outer_lr_max, stable_region (:mod:`.diloco`)
+    diloco: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def alpha_star_conservative(self) -> float:
@@ -66,6 +68,8 @@ class StabilityReport:
             "alpha_star_ci": {k: list(v) for k, v in self.alpha_star_ci.items()},
             "updates_for_1pct": dict(self.updates_for_1pct),
             "notes": list(self.notes),
+            **({} if self.diloco is None else {"diloco": self.diloco, "outer_lr_max": self.diloco["outer_lr_max"],
+                                               "stable_region": self.diloco["stable_region"]}),
         }
 
 
@@ -107,6 +111,11 @@ def analyze(source: Trace | Sequence[float], criteria: str | Sequence[str] = CRI
     """
     if isinstance(criteria, str):
         criteria = CRITERIA if criteria == "all" else (criteria,)
+    if isinstance(source, Trace):
+        from .diloco import diloco_report, is_diloco
+
+        if is_diloco(source):  # the outer recursion of local SGD / DiLoCo (docs/theory.md)
+            return diloco_report(source, criteria, base_lr, sharpness, progress)
     names = [get_criterion(c, optimizer, momentum).name for c in criteria]
     default = tuple(criteria) == CRITERIA
     if not isinstance(source, Trace) and "trace" in names:

@@ -17,6 +17,7 @@ from ..errors import InputError
 from .batched import mean_wave_size, replay_batched
 from .curves import resolve_log_every
 from .optim import OPTIMIZERS, OptimizerSpec, check_lr
+from .outer import policy_of
 from .problem import Problem, make_problem
 from .result import TrainResult
 from .sequential import replay_sequential
@@ -45,8 +46,10 @@ PROBLEM_KEYS: dict[str, Any] = dict(
     sharpness=None, dim=None, dtype=None, data_seed=0, eval_size=1024)
 #: Run keywords of :func:`replay`.
 RUN_KEYS: dict[str, Any] = dict(
-    optimizer="sgd", steps=None, init=None, log_every=1, divergence_factor=1e3, unstable_factor=2.0,
+    optimizer=None, steps=None, init=None, log_every=1, divergence_factor=1e3, unstable_factor=2.0,
     progress=False, log_val=True)
+#: Outer-optimizer keywords of :func:`replay` for local SGD / DiLoCo traces (None: the trace's policy).
+OUTER_KEYS: dict[str, Any] = dict(outer_lr=None, outer_momentum=None, nesterov=None, mixing=None)
 
 
 def choose_engine(plan: Plan, problem: Problem, runs: int = 1) -> str:
@@ -82,12 +85,15 @@ def _split_kwargs(kwargs: dict, where: str):
     opt = {k: kwargs.pop(k, v) for k, v in OPTIMIZER_KEYS.items()}
     prob = {k: kwargs.pop(k, v) for k, v in PROBLEM_KEYS.items()}
     run = {k: kwargs.pop(k, v) for k, v in RUN_KEYS.items()}
+    run["outer"] = {k: kwargs.pop(k, v) for k, v in OUTER_KEYS.items()}
     if kwargs:
         raise TypeError(f"{where}() got unexpected keyword arguments {sorted(kwargs)}")
     return opt, prob, run
 
 
 def _make_spec(optimizer, opt: dict):
+    if optimizer is None:
+        optimizer = "sgd"
     if isinstance(optimizer, str):
         return OptimizerSpec(optimizer, **opt)
     if callable(optimizer):
@@ -137,7 +143,13 @@ def _write_back(problem: Problem, flat) -> None:
 def _run(trace, lrs, seeds, engine: str, kwargs: dict, where: str) -> tuple[list[TrainResult], Problem]:
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r} (use {', '.join(ENGINES)})")
+    momentum_given = "momentum" in kwargs
     opt, prob, run = _split_kwargs(kwargs, where)
+    policy = policy_of(trace) if hasattr(trace, "columns") else None
+    if policy is not None:
+        return _run_diloco(trace, policy, lrs, seeds, engine, opt, prob, run, momentum_given), None
+    if any(v is not None for v in run["outer"].values()):
+        raise InputError("outer_lr, outer_momentum, nesterov and mixing apply to local_sgd / DiLoCo traces only")
     spec = _make_spec(run["optimizer"], opt)
     plan = make_plan(trace, run["steps"])
     problem = make_problem(prob.pop("dataset"), prob.pop("model"), **prob)
@@ -157,6 +169,32 @@ def _run(trace, lrs, seeds, engine: str, kwargs: dict, where: str) -> tuple[list
     else:
         res = replay_batched(plan, problem, spec, lrs, seeds, **common)
     return res, problem
+
+
+def _run_diloco(trace, policy, lrs, seeds, engine, opt, prob, run, momentum_given) -> list[TrainResult]:
+    """Replay a local SGD / DiLoCo-family trace (:mod:`asyncsim.train.diloco`), one run at a time."""
+    from .diloco import replay_diloco
+    from .outer import make_outer_plan
+
+    policy = policy.with_overrides(**run["outer"])
+    optimizer = run["optimizer"] if run["optimizer"] is not None else policy.inner_optimizer
+    if optimizer == "momentum" and not momentum_given:
+        opt["momentum"] = 0.9  # a "momentum" inner optimizer without a value: the usual 0.9
+    spec = _make_spec(optimizer, opt)
+    plan = make_outer_plan(trace, policy, run["steps"])
+    problem = make_problem(prob.pop("dataset"), prob.pop("model"), **prob)
+    x0 = _as_init(run["init"], problem)
+    from .diloco import _LogPlan
+
+    log_every = resolve_log_every(run["log_every"], _LogPlan(plan), problem)
+    out = []
+    for lr, s in zip(lrs, seeds):
+        out.append(replay_diloco(plan, problem, spec, lr, seed=s, x0=x0, engine=engine, log_every=log_every,
+                                 divergence_factor=run["divergence_factor"], progress=run["progress"],
+                                 unstable_factor=float(run["unstable_factor"]), log_val=bool(run["log_val"])))
+    if len(out) > 1 and problem.kind == "module":
+        _write_back(problem, problem.init_params(0).cpu().numpy())
+    return out
 
 
 def replay(trace: Trace, *, lr: float, engine: str = "auto", seed: int = 0, **kwargs: Any) -> TrainResult:
@@ -197,12 +235,21 @@ def replay(trace: Trace, *, lr: float, engine: str = "auto", seed: int = 0, **kw
     init: initial flat parameter vector (e.g. a minimum from :func:`asyncsim.train.find_minimum`).
     progress: True for a progress bar on stderr, or a callable ``(done, total)``.
 
+    **Local SGD / DiLoCo traces** (policy ``local_sgd``, ``diloco``, ``streaming_diloco``,
+    ``async_diloco`` in the trace's scenario) are replayed with one replica per worker
+    (:mod:`asyncsim.train.diloco`): ``lr`` is then the inner learning rate, ``optimizer`` the
+    inner optimizer (default: the policy's ``inner_optimizer``; ``momentum`` defaults to 0.9
+    for a momentum inner optimizer), and ``outer_lr``, ``outer_momentum``, ``nesterov``,
+    ``mixing`` override the policy's outer settings. ``engine`` is ``auto``, ``sequential`` or
+    ``batched`` (workers stacked). The replicas' memory is estimated first and a replay that
+    would not fit is refused with one line.
+
     Cost: one gradient per applied trace row (forward + backward over its batch) plus one
     evaluation per logged update; memory: parameters, optimizer state, ≤ N pending gradients.
     """
     lr = check_lr(lr)
     res, problem = _run(trace, [lr], [int(seed)], engine, dict(kwargs), "replay")
-    if res[0].engine != "sequential":
+    if problem is not None and res[0].engine != "sequential":
         _write_back(problem, res[0].params)
     return res[0]
 
@@ -219,7 +266,7 @@ def replay_many(trace, lrs: Sequence[float] | float, seeds: Sequence[int] | None
     are in its result's ``params``)."""
     lrs, seeds = _broadcast_runs(lrs, seeds, seed)
     res, problem = _run(trace, lrs, seeds, engine, dict(kwargs), "replay_many")
-    if problem.kind == "module":
+    if problem is not None and problem.kind == "module":
         _write_back(problem, problem.init_params(0).cpu().numpy())
     return res
 

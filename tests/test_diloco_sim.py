@@ -332,5 +332,13 @@ def test_plan_compares_the_family_on_inner_gradient_rates(tmp_path):
         assert dl["speedup_throughput"] == pytest.approx(dl["gradient_rate"] / base["gradient_rate"], rel=1e-12)
         assert dl["communication_fraction"] > 0 and dl["time_per_outer_round"] > h * t
         assert rows[(h, "async_diloco")]["outer_staleness_max"] >= 1
-        if not diloco_support("stability"):
+        if diloco_support("stability"):
+            # synchronous DiLoCo's trace criterion is the closed form's α* (staleness 0), and the
+            # row's lr is lr_fraction · α*/a with a = 2/base_lr, the inner learning rate
+            from asyncsim.stability.diloco import diloco_alpha_star
+
+            assert dl["alpha_star"] == pytest.approx(diloco_alpha_star(h, 0.7, 0.9, True), rel=1e-5)
+            assert dl["lr"] == pytest.approx(0.5 * dl["alpha_star"] / (2 / 0.1), rel=1e-12)
+            assert dl["criterion"] == "trace" and math.isfinite(dl["outer_lr_max"])
+        else:
             assert math.isnan(dl["lr"]) and DILOCO_MISSING["stability"] in dl["warnings"]

@@ -79,6 +79,10 @@ def evaluate(task: Task) -> dict[str, Any]:
         record = _guarded(task, summary, a, DILOCO_MISSING["stability"])
         record["timing"] = {"simulate_s": t1 - t0, "stability_s": t2 - t1, "train_s": 0.0}
         return record
+    if diloco:
+        # the outer recursion driven by the trace is the one criterion for these traces
+        # (asyncsim.stability.diloco): its α* is the inner one at the policy's outer parameters
+        criteria = ("trace",)
     rep = analyze(trace, criteria=criteria, optimizer=s.get("optimizer", "sgd"),
                   momentum=float(s.get("momentum", 0.0)), base_lr=s.get("base_lr"),
                   sharpness=s.get("sharpness") if s.get("base_lr") is None else None)
@@ -94,6 +98,10 @@ def evaluate(task: Task) -> dict[str, Any]:
                  # 95 % intervals of α* from the trace, per criterion (asyncsim.stability.uncertainty)
                  "alpha_star_ci": {k: [float(x) for x in v] for k, v in (getattr(rep, "alpha_star_ci", None)
                                                                          or {}).items()}}
+    dl = getattr(rep, "diloco", None)
+    if dl:  # the outer learning rate's bound at half the inner edge, and the policy's own
+        stability["outer_lr_max"] = dl.get("outer_lr_max")
+        stability["outer_lr"] = (dl.get("policy") or {}).get("outer_lr")
     lr_max = a_cons / a if (a is not None and a_cons is not None) else None
     lr = s.get("lr_fraction", 0.5) * lr_max if lr_max is not None else None
 

@@ -39,7 +39,7 @@ TABLE_COLUMNS = (
 )
 #: the DiLoCo family's outer-level columns (rows of other policies leave them out)
 OUTER_COLUMNS = ("outer_updates", "inner_gradients", "step_rate", "time_per_outer_round", "communication_fraction",
-                 "outer_staleness_mean", "outer_staleness_max")
+                 "outer_staleness_mean", "outer_staleness_max", "outer_lr_max")
 TRAIN_COLUMNS = ("time_to_target", "steps_to_target", "final_loss", "diverged", "speedup_to_target")
 COST_COLUMNS = ("cost_per_hour", "cost_per_1k_updates")
 TRAIN_COST_COLUMNS = ("cost_to_target",)
@@ -173,6 +173,8 @@ def build_rows(points: list[GridPoint], records: dict[str, dict[str, Any]],
                 "communication_fraction": _f(outer.get("communication_fraction")),
                 "outer_staleness_mean": _f(outer.get("outer_staleness_mean")),
                 "outer_staleness_max": _f(outer.get("outer_staleness_max")),
+                # the largest stable outer lr at half the inner edge (asyncsim.stability.diloco)
+                "outer_lr_max": _f(st.get("outer_lr_max")),
             })
         tr = rec.get("train")
         if tr is not None:

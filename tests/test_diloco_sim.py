@@ -164,16 +164,33 @@ def test_streaming_overlap_is_ceil_allreduce_over_step():
 
 
 def test_streaming_blocks_when_a_fragment_takes_longer_than_h_steps():
-    """P = 1, H = 2, t = 1, no network, apply 3.5 (> H·t): the worker waits at each sync point
-    for the previous result, so updates come every 3.5 s after the first at 2 + 3.5 and the
-    contributions after the first have no inner steps (the merge comes at the sync point)."""
+    """P = 1, H = 2, t = 1, no network, apply 3.5 (> H·t): sync point 0 at t = 2, its update at
+    5.5; the worker waits before its last inner step ahead of each sync point (c = 3, 5, ...)
+    for the previous result, merges it and takes one step: updates at 5.5 + 4.5·k (3.5 s of
+    apply + that step), every later contribution one inner step long."""
     sc = scen("streaming_diloco", n=2, compute=1.0, apply=3.5, inner_steps=2, fragments=1, mixing=0.0,
               updates=5)
     tr = simulate(sc)
-    np.testing.assert_allclose(np.unique(tr.t_applied), 5.5 + 3.5 * np.arange(5))
+    np.testing.assert_allclose(np.unique(tr.t_applied), 5.5 + 4.5 * np.arange(5))
     later = tr.step >= 1
-    np.testing.assert_array_equal(tr.local_start[later], tr.local_end[later])
+    np.testing.assert_array_equal(tr.local_end[later] - tr.local_start[later], 1)
+    np.testing.assert_allclose(tr.t_read[later], 5.5 + 4.5 * (tr.step[later] - 1))
     np.testing.assert_array_equal(tr.local_end, 2 * (tr.step + 1))
+
+
+@pytest.mark.parametrize("h, p", [(1, 1), (2, 2), (8, 4), (6, 1)])
+def test_streaming_contributions_never_empty(h, p):
+    """Whatever the communication costs (here a slow network and random compute), every
+    contribution has at least one inner step, and the inner table agrees with the rows."""
+    sc = scen("streaming_diloco", n=3, compute={"dist": "exponential", "mean": 0.05}, net=STAR,
+              params=20_000_000, apply=0.01, inner_steps=h, fragments=p, updates=40)
+    tr = simulate(sc)
+    assert np.all(tr.local_end - tr.local_start >= 1)
+    inner = tr.inner
+    for i in range(len(tr)):  # t_done is the end of the worker's inner step local_end − 1
+        w, le = tr.worker[i], tr.local_end[i]
+        k = np.flatnonzero((inner["worker"] == w) & (inner["local_step"] == le - 1))
+        assert len(k) == 1 and inner["t_done"][k[0]] == tr.t_done[i]
 
 
 def test_async_diloco_one_worker_period():

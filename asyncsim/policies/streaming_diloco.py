@@ -20,11 +20,12 @@ syncs every H inner steps and one fragment syncs every H/P steps. Then:
   (1 − mixing)·θ_global); the emergent overlap, in inner steps, is
   local_start − the previous local_end. With constant compute t and a
   fragment all-reduce of D < H/P·t seconds it is ⌈D/t⌉ (tested);
-* a worker that reaches fragment p's next sync point before it has merged
-  fragment p's previous result waits for it, merges it, and takes its
-  pseudo-gradient at once (local_start = local_end: a contribution of no
-  inner steps; a sign that the fragment's communication takes longer than H
-  inner steps and H or P should grow).
+* a worker about to take the last inner step before fragment p's next sync
+  point that has not yet merged fragment p's previous result waits for it
+  there and merges it, so every contribution has at least one inner step
+  (local_end − local_start ≥ 1). It only happens when a fragment's
+  communication, queued on the stream, takes about H inner steps or more:
+  then H or P should grow.
 
 Rows of update j (one per worker): step j, fragment p, read_version = the
 version after the fragment's previous update (0 in its first round),
@@ -127,13 +128,7 @@ class StreamingDiLoCo(Policy):
             while nm < j and result_at.get(nm, inf) <= t:   # merge what has been applied by now
                 cur[nm % p] = (nm + 1, t, c)
                 nm += 1
-            if c == nxt:
-                if j >= p and nm <= j - p:                    # fragment's previous result not merged yet
-                    yield self._event(self._result_ev, j - p, m)
-                    t = env.now
-                    while nm < j and result_at.get(nm, inf) <= t:
-                        cur[nm % p] = (nm + 1, t, c)
-                        nm += 1
+            if c == nxt:                                      # sync point j: take the pseudo-gradient
                 rv, tr, ls = cur[j % p]
                 rows = pending.get(j)
                 if rows is None:
@@ -143,6 +138,14 @@ class StreamingDiLoCo(Policy):
                     self._event(self._all_in, j, m).succeed()
                 j += 1
                 nxt += every
+            if c + 1 == nxt and j >= p and nm <= j - p:
+                # the last inner step before sync point j, and the fragment's previous result is
+                # not merged yet: wait for it here (so a contribution has at least one inner step)
+                yield self._event(self._result_ev, j - p, m)
+                t = env.now
+                while nm < j and result_at.get(nm, inf) <= t:
+                    cur[nm % p] = (nm + 1, t, c)
+                    nm += 1
             dt = comp()
             m.inner_step(w, c, t, t + dt)
             yield env.timeout(dt)

@@ -161,14 +161,12 @@ def build_rows(points: list[GridPoint], records: dict[str, dict[str, Any]],
         })
         outer = s.get("outer")
         if outer:  # a DiLoCo family row (docs/diloco.md)
-            pol = gp.task.scenario.get("policy") or {}
             n = max(gp.n_workers, 1)
-            gain = float(pol.get("outer_lr", 1.0)) / (1.0 - float(pol.get("outer_momentum", 0.0)))
             row.update({
                 "outer_updates": int(outer.get("outer_updates") or 0),
                 "inner_gradients": int(outer.get("inner_gradients") or 0),
-                # inner steps per worker per second times the outer optimizer's small-α gain
-                "step_rate": _f(outer.get("inner_steps_per_second")) / n * gain,
+                # inner steps per worker per second (see stability_adjusted_speed)
+                "step_rate": _f(outer.get("inner_steps_per_second")) / n,
                 "time_per_outer_round": _f(outer.get("time_per_outer_round")),
                 "communication_fraction": _f(outer.get("communication_fraction")),
                 "outer_staleness_mean": _f(outer.get("outer_staleness_mean")),
@@ -231,9 +229,10 @@ def stability_adjusted_speed(row: dict[str, Any], base: dict[str, Any] | None) -
     sharpness. A-SGD gains updates per second and pays in α*: this number weighs the two."""
     if not base:
         return float("nan")
-    # a DiLoCo row's steps: each outer round moves about η_o·H·α/(1 − μ) along a slow direction
-    # (the outer recursion at small α), so its step rate is its inner steps per worker per second
-    # times η_o/(1 − μ) (``step_rate``), and its α* is the inner one
+    # a DiLoCo row's steps are its inner steps per worker per second (``step_rate``; one round of
+    # local SGD moves H steps' worth at first order) and its α* the inner one; the outer
+    # optimizer's lr and momentum are not credited (they change the constant, not the rate, and
+    # the inner optimizer need not be SGD: the time to target is the measure for them)
     u, a = row.get("step_rate", row.get("update_rate")), row.get("alpha_star")
     u0, a0 = base.get("update_rate"), base.get("alpha_star")
     if not all(_finite(x) for x in (u, a, u0, a0)) or u0 <= 0 or a0 <= 0:

@@ -357,5 +357,9 @@ def test_plan_compares_the_family_on_inner_gradient_rates(tmp_path):
             assert dl["alpha_star"] == pytest.approx(diloco_alpha_star(h, 0.7, 0.9, True), rel=1e-5)
             assert dl["lr"] == pytest.approx(0.5 * dl["alpha_star"] / (2 / 0.1), rel=1e-12)
             assert dl["criterion"] == "trace" and math.isfinite(dl["outer_lr_max"])
+            # first-order progress: inner steps per worker per second × α*, against updates/s × α*
+            assert dl["step_rate"] == pytest.approx(inner / n / 40.0, rel=1e-12)
+            assert dl["stability_adjusted_speed"] == pytest.approx(
+                dl["step_rate"] * dl["alpha_star"] / (base["update_rate"] * base["alpha_star"]), rel=1e-12)
         else:
             assert math.isnan(dl["lr"]) and DILOCO_MISSING["stability"] in dl["warnings"]

@@ -363,3 +363,15 @@ def test_plan_compares_the_family_on_inner_gradient_rates(tmp_path):
                 dl["step_rate"] * dl["alpha_star"] / (base["update_rate"] * base["alpha_star"]), rel=1e-12)
         else:
             assert math.isnan(dl["lr"]) and DILOCO_MISSING["stability"] in dl["warnings"]
+
+
+def test_validate_shows_the_outer_schedule(tmp_path):
+    import json
+
+    f = tmp_path / "v.yaml"
+    f.write_text("workers: [{count: 4, compute: {dist: constant, value: 1}}]\n"
+                 "policy: {kind: streaming_diloco, inner_steps: 8, fragments: 2}\n")
+    code, out, _ = cli(["validate", str(f)])
+    assert code == 0 and "streaming_diloco, H = 8, P = 2" in out
+    code, out, _ = cli(["validate", "--json", str(f)])
+    assert json.loads(out)["files"][0]["inner_steps"] == 8

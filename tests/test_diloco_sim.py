@@ -8,6 +8,7 @@ table), the schema's errors and the trace's new columns in every format.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -375,3 +376,44 @@ def test_validate_shows_the_outer_schedule(tmp_path):
     assert code == 0 and "streaming_diloco, H = 8, P = 2" in out
     code, out, _ = cli(["validate", "--json", str(f)])
     assert json.loads(out)["files"][0]["inner_steps"] == 8
+
+
+# ------------------------------------------------------- random scenarios
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from test_parity import scenarios as cluster_scenarios  # noqa: E402  (the parity tests' clusters)
+
+
+@st.composite
+def diloco_scenarios(draw):
+    sc = draw(cluster_scenarios())
+    kind = draw(st.sampled_from(KINDS))
+    p = draw(st.sampled_from([1, 2, 3])) if kind == "streaming_diloco" else 1
+    pol = {"kind": kind, "inner_steps": p * draw(st.integers(1, 4))}
+    if kind == "streaming_diloco":
+        pol.update(fragments=p, mixing=draw(st.sampled_from([0.0, 0.5])))
+    n = sum(g["count"] for g in sc["workers"])
+    if kind != "async_diloco":
+        pol["algorithm"] = draw(st.sampled_from(["ring", "tree"] + (["halving_doubling"] if n & (n - 1) == 0 else [])))
+    sc["policy"] = pol
+    if "updates" in sc["stop"]:
+        sc["stop"] = {"updates": min(sc["stop"]["updates"], 60)}
+    return sc
+
+
+@settings(max_examples=int(os.environ.get("ASYNCSIM_PARITY_EXAMPLES", "150")) // 6, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(diloco_scenarios())
+def test_random_diloco_scenarios_identical_and_valid(sc):
+    s = load_scenario(sc)
+    a, b = simulate(s, engine="simpy"), simulate(s, engine="heap")
+    a.validate()
+    _same(a, b, str(sc))
+    assert np.all(a.local_end - a.local_start >= 1)
+    # every inner step ended by the end of the run, and each worker's steps are back to back
+    inner = a.inner
+    assert np.all(inner["t_done"] <= a.sim_time)
+    for w in range(a.n_workers):
+        mine = np.sort(inner["local_step"][inner["worker"] == w])
+        np.testing.assert_array_equal(mine, np.arange(len(mine)))

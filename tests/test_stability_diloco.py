@@ -163,9 +163,15 @@ def test_analyze_and_command_line(tmp_path):
     assert rep.lr["trace"] == pytest.approx(rep.alpha_star["trace"] / 4.0)
     d = rep.to_dict()
     assert d["stable_region"]["method"] == "closed-form" and "eta" in d["stable_region"]
+    assert d["diloco"]["method"] == "closed-form"  # regular synchronous rounds: exact (tested above)
+    # rows that start from an older version are no regular rounds: the trace criterion runs
+    odd = async_rounds([0, 1] * 60, 2)
+    odd.scenario["policy"]["kind"] = "diloco"
+    do = analyze(odd).to_dict()["diloco"]
+    assert do["method"] == "trace" and do["alpha_star"] == pytest.approx(diloco_trace_alpha_star(odd))
     assert d["outer_lr_max"] == pytest.approx(diloco_outer_lr_max(0.5 * d["alpha_star"], 4, 0.9, True))
     path = tr.save(tmp_path / "t.npz")
-    code, out, err = cli(["stability", "--trace", str(path), "--json", "--plot", str(tmp_path / "r.png")])
+    code, out, err = cli(["stability", "--trace", str(path), "--json", "--out", str(tmp_path / "r.png")])
     assert code == 0, err
     j = json.loads(out)
     assert j["alpha_star"] == pytest.approx(d["alpha_star"]) and j["criterion"] == "all"
@@ -174,3 +180,16 @@ def test_analyze_and_command_line(tmp_path):
     assert code == 2 and "outer recursion" in err and len(err.strip().splitlines()) == 1
     st = analyze(async_rounds(list(range(3)) * 40, 2)).to_dict()
     assert st["stable_region"]["method"] == "trace" and len(st["stable_region"]["outer_lr_max"]) == 12
+
+
+def test_threshold_on_a_diloco_trace_matches_the_closed_form():
+    """asyncsim.train.empirical_threshold bisects the replay; its prediction is the DiLoCo criterion."""
+    from asyncsim.train import empirical_threshold
+
+    tr = sync_rounds(2, 300, 3, kind="local_sgd", outer_lr=4.0, outer_momentum=0.5)
+    r = empirical_threshold(tr, dataset="quadratic", sharpness=1.0, dim=1, optimizer="sgd", rtol=0.01)
+    want = diloco_alpha_star(3, 4.0, 0.5, False)  # 1 − 0.25^(1/3)
+    # (just above the boundary 300 rounds grow slowly: the last stable lr may sit a little above it)
+    assert want * 0.99 <= r.alpha <= want * 1.01 and r.lr_diverged >= want
+    assert r.predictions["trace"]["alpha_star"] == pytest.approx(want, rel=1e-5)
+    assert set(r.predictions) == {"trace"} and "outer recursion" in r.predictions_error

@@ -231,6 +231,11 @@ def test_inner_optimizers_and_overrides():
     lam = 1.0 * np.geomspace(1.0, 0.1, 3)
     c = 1 - (1 - 0.05 * lam) ** 3
     np.testing.assert_allclose(r.params, (1 - 2 * c) ** 5, rtol=1e-12)
+    from asyncsim.train import replay_many
+
+    many = replay_many(tr, [0.05, 0.02], optimizer="adam", **q)
+    np.testing.assert_array_equal(many[0].params, a.params)
+    assert many[1].lr == 0.02 and not np.array_equal(many[1].params, a.params)
     with pytest.raises(InputError, match="shifted"):
         replay(tr, lr=0.05, optimizer="shifted", momentum=0.5, **q)
     with pytest.raises(InputError, match="outer_lr"):

@@ -9,7 +9,8 @@ trace or scenario ``alpha_star_ci`` ({criterion: [lo, hi]}, 95 %), ``updates_for
 ``notes`` (criteria skipped, intervals not given). A progress bar (stderr, terminals only) follows
 each criterion. For a local SGD / DiLoCo trace (:mod:`asyncsim.stability.diloco`) ``alpha_star`` is
 the inner α* of the outer recursion at the trace's outer parameters, with ``outer_lr_max``,
-``stable_region`` and ``diloco`` added; ``--plot PATH`` draws the stable region.
+``stable_region`` and ``diloco`` added; ``--out PATH`` draws the stable region (a PNG; JSON key
+``plot``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def stability(
     updates: Optional[int] = typer.Option(None, "--updates", "-n", min=1,
                                           help="Updates to simulate for a scenario (default: its stop)."),
     seed: Optional[int] = typer.Option(None, "--seed", "-s", min=0, help="Seed for a scenario's simulation."),
-    plot: Optional[Path] = typer.Option(None, "--plot",
+    plot: Optional[Path] = typer.Option(None, "--out", "-o",
                                         help="Local SGD / DiLoCo traces: write the stable region in (inner lr, "
                                              "outer lr) as a PNG here."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -111,7 +112,7 @@ def stability(
                           base_lr=base_lr, sharpness=sharpness, progress=report)
         if plot is not None:
             if rep.diloco is None:
-                raise InputError("--plot draws the stable region of a local SGD / DiLoCo trace; this source "
+                raise InputError("--out draws the stable region of a local SGD / DiLoCo trace; this source "
                                  "is none")
             from ..stability.diloco import plot_region
 

@@ -34,8 +34,14 @@ def alpha_star(source, criterion: str = "mean", optimizer: str = "sgd", momentum
 
     ``criterion`` is ``"mean"``, ``"mean-square"`` or ``"trace"`` (the last needs a Trace);
     ``optimizer`` is ``"sgd"``, ``"momentum"`` (with dampening) or ``"shifted"``.
-    Extra ``opts`` go to the trace criterion (``burn_in``).
+    Extra ``opts`` go to the trace criterion (``burn_in``). A local SGD / DiLoCo trace has only
+    the trace criterion of its outer recursion (:mod:`.diloco`): α* of the inner steps.
     """
+    from .diloco import diloco_alpha_star_of
+
+    a = diloco_alpha_star_of(source, criterion, **opts)
+    if a is not None:
+        return a
     crit = get_criterion(criterion, optimizer, momentum)
     if opts:
         if crit.name != "trace":

@@ -261,6 +261,18 @@ def _first_crossing(lam_of: Callable[[np.ndarray], np.ndarray], rows: int, hi: n
     hi_x = np.full(rows, np.nan)
     hi_l = np.full(rows, np.nan)
     todo = np.ones(rows, dtype=bool)
+
+    def bracket(g, lam, i) -> bool:
+        """Narrow row i's bracket to the first grid point with λ ≥ 0; False when there is none."""
+        k = np.flatnonzero(lam >= 0)
+        if not k.size:
+            return False
+        k = int(k[0])
+        hi_x[i], hi_l[i] = g[k], lam[k]
+        if k:
+            lo_x[i], lo_l[i] = g[k - 1], lam[k - 1]
+        return True
+
     for _ in range(8):
         idx = np.flatnonzero(todo)
         if not idx.size:
@@ -268,12 +280,7 @@ def _first_crossing(lam_of: Callable[[np.ndarray], np.ndarray], rows: int, hi: n
         grid = np.geomspace(hi[idx] / 1000.0, hi[idx], points, axis=1)
         lam = lam_of(grid, idx)
         for r, i in enumerate(idx):
-            k = np.flatnonzero(lam[r] >= 0)
-            if k.size:
-                k = int(k[0])
-                hi_x[i], hi_l[i] = grid[r, k], lam[r, k]
-                if k:
-                    lo_x[i], lo_l[i] = grid[r, k - 1], lam[r, k - 1]
+            if bracket(grid[r], lam[r], i):
                 todo[i] = False
             else:
                 hi[i] *= 8.0
@@ -284,13 +291,7 @@ def _first_crossing(lam_of: Callable[[np.ndarray], np.ndarray], rows: int, hi: n
         grid = lo_x[found, None] + (hi_x[found] - lo_x[found])[:, None] * np.linspace(0, 1, points + 2)[1:-1]
         lam = lam_of(grid, found)
         for r, i in enumerate(found):
-            k = np.flatnonzero(lam[r] >= 0)
-            if k.size:
-                k = int(k[0])
-                hi_x[i], hi_l[i] = grid[r, k], lam[r, k]
-                if k:
-                    lo_x[i], lo_l[i] = grid[r, k - 1], lam[r, k - 1]
-            else:
+            if not bracket(grid[r], lam[r], i):  # the whole refined bracket is stable
                 lo_x[i], lo_l[i] = grid[r, -1], lam[r, -1]
     for i in found:
         if np.isnan(lo_l[i]) or not np.isfinite(hi_l[i]):
@@ -331,22 +332,42 @@ def diloco_trace_outer_lr_max(source, alphas, *, burn_in: float = 0.1, points: i
 
 
 # ---------------------------------------------------------------------------------- report
+#: the trace criterion of ``analyze`` replays at most this many outer updates (the first ones)
+MAX_CRITERION_UPDATES = 20_000
+
+
+def is_regular_sync(plan: OuterPlan) -> bool:
+    """True when every row of a synchronous-rounds plan starts from the current version and runs H
+    inner steps: then every worker's linearised pseudo-gradient is c·θ and the outer recursion is
+    exactly the closed form, whatever the timing or the number of rows per update."""
+    pol = plan.policy
+    step = np.repeat(np.arange(plan.T), np.diff(plan.ptr))
+    return (pol.kind in SYNC_KINDS and bool(np.all(plan.read == step))
+            and bool(np.all(plan.local_end - plan.local_start == pol.inner_steps)))
+
+
 def analyze_diloco(trace, sharpness: float | None = None, base_lr: float | None = None,
                    region_points: int = 12, progress=None) -> dict[str, Any]:
-    """What ``asyncsim.stability.analyze`` reports for a DiLoCo-family trace: α* (inner) by the
-    trace criterion at the trace's outer parameters, the closed form (synchronous rounds), the
-    outer lr bound at α*/2 (``outer_lr_max``, at ``outer_lr_max_at_alpha``), and the stable region (closed form for synchronous rounds, the
-    trace criterion on ``region_points`` α values otherwise)."""
+    """What ``asyncsim.stability.analyze`` reports for a DiLoCo-family trace: α* (inner) at the
+    trace's outer parameters, the closed form for synchronous rounds, the outer lr bound at α*/2
+    (``outer_lr_max``, at ``outer_lr_max_at_alpha``), and the stable region.
+
+    Synchronous rounds in which every row starts from the current version and runs H inner steps
+    (:func:`is_regular_sync`) are exactly the closed form (``method: closed-form``); otherwise the
+    trace criterion runs on the first :data:`MAX_CRITERION_UPDATES` outer updates (``method:
+    trace``), and the region on ``region_points`` α values. Cost: closed form O(rows); the trace
+    criterion about 4 + 4 passes over the operations with 24 and 24·``region_points`` lanes."""
     pol: OuterPolicy = policy_of(trace)
-    plan = make_outer_plan(trace, pol)
+    T = min(int(trace.n_updates), MAX_CRITERION_UPDATES)
+    plan = make_outer_plan(trace, pol, T)
     report = progress or (lambda *a: None)
     H, mu, nest = pol.inner_steps, pol.outer_momentum, pol.nesterov
-    report("DiLoCo trace criterion", 0, 2)
-    a_trace = diloco_trace_alpha_star(plan)
-    report("DiLoCo trace criterion", 1, 2)
-    sync = pol.kind in SYNC_KINDS
-    a_half = 0.5 * a_trace
     closed = diloco_alpha_star(H, pol.outer_lr, mu, nest)
+    sync = is_regular_sync(plan)
+    report("DiLoCo trace criterion", 0, 2)
+    a_trace = closed if sync else diloco_trace_alpha_star(plan)
+    report("DiLoCo trace criterion", 1, 2)
+    a_half = 0.5 * a_trace
     if sharpness is None and base_lr is not None:
         sharpness = 2.0 / float(base_lr)  # (the GD edge, as for A-SGD's rules)
     if sync:
@@ -364,6 +385,8 @@ def analyze_diloco(trace, sharpness: float | None = None, base_lr: float | None 
     report("DiLoCo trace criterion", 2, 2)
     return {
         "policy": pol.to_dict(),
+        "method": "closed-form" if sync else "trace",
+        "updates_analysed": T,
         "alpha_star": a_trace,
         "alpha_star_closed_form": closed if sync else None,
         "alpha_star_synchronous": closed,
@@ -373,6 +396,17 @@ def analyze_diloco(trace, sharpness: float | None = None, base_lr: float | None 
         "outer_lr_max_at_alpha": a_half,
         "stable_region": region,
     }
+
+
+def diloco_alpha_star_of(source, criterion: str = "trace", **opts) -> float | None:
+    """:func:`diloco_trace_alpha_star` when ``source`` is a DiLoCo-family trace (None otherwise);
+    other criteria are refused for such a trace."""
+    if not hasattr(source, "columns") or not is_diloco(source):
+        return None
+    if criterion != "trace":
+        raise InputError(f"a {policy_of(source).kind} trace is analysed by its outer recursion: the {criterion} "
+                         f"criterion models asynchronous SGD delays; use the trace criterion")
+    return diloco_trace_alpha_star(source, **opts)
 
 
 def is_diloco(trace) -> bool:
@@ -408,6 +442,11 @@ def diloco_report(trace, criteria=("trace",), base_lr: float | None = None, shar
     notes = ["inner steps are linearised as gradient descent on the quadratic (the closed forms' setting); "
              "the inner optimizer of the replay is not part of the criterion",
              "no 95 % interval for DiLoCo traces"]
+    if d["method"] == "closed-form":
+        notes.insert(0, "synchronous rounds: α* is the closed form (exact for every such trace)")
+    elif d["updates_analysed"] < trace.n_updates:
+        notes.insert(0, f"the trace criterion used the first {d['updates_analysed']:,} of {trace.n_updates:,} "
+                        f"outer updates")
     return StabilityReport(alpha_star={"trace": a}, conservative="trace", optimizer=d["policy"]["kind"],
                            momentum=d["policy"]["outer_momentum"],
                            staleness_mean=float(st.mean()) if st.size else 0.0, lr=lr,

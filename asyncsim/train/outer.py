@@ -196,13 +196,9 @@ def _derived_locals(trace, H: int) -> tuple[np.ndarray, np.ndarray]:
 
 def make_outer_plan(trace, policy: OuterPolicy, steps: int | None = None) -> OuterPlan:
     """Index the trace's first ``steps`` outer updates and build the replay's operations."""
-    if not hasattr(trace, "step_index"):
-        raise TraceError(f"expected an asyncsim Trace, got {type(trace).__name__}")
-    T = int(trace.n_updates) if steps is None else int(steps)
-    if T < 1:
-        raise InputError(f"steps must be >= 1, got {T}")
-    if T > trace.n_updates:
-        raise InputError(f"steps={T} exceeds the trace's {trace.n_updates} updates")
+    from .store import replayed_updates
+
+    T = replayed_updates(trace, steps)
     c = trace.columns
     P = policy.fragments
     have = [k for k in ("fragment", "local_start", "local_end") if k in c]

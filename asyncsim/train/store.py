@@ -81,8 +81,8 @@ class Plan:
         return len(self.step)
 
 
-def make_plan(trace, steps: int | None = None) -> Plan:
-    """Index the trace: rows of each of the first ``steps`` updates, grouped by step and by read version."""
+def replayed_updates(trace, steps: int | None) -> int:
+    """The number of updates a replay of ``steps`` (None: all) covers, checked against the trace."""
     if not hasattr(trace, "step_index"):
         raise TraceError(f"expected an asyncsim Trace, got {type(trace).__name__}")
     T = int(trace.n_updates) if steps is None else int(steps)
@@ -90,6 +90,12 @@ def make_plan(trace, steps: int | None = None) -> Plan:
         raise InputError(f"steps must be >= 1, got {T}")
     if T > trace.n_updates:
         raise InputError(f"steps={T} exceeds the trace's {trace.n_updates} updates")
+    return T
+
+
+def make_plan(trace, steps: int | None = None) -> Plan:
+    """Index the trace: rows of each of the first ``steps`` updates, grouped by step and by read version."""
+    T = replayed_updates(trace, steps)
     rows, ptr = trace.step_index()
     rows = rows[: ptr[T]]
     ptr = ptr[: T + 1].copy()

@@ -40,7 +40,10 @@ local_end        int64  its completed inner steps when the pseudo-gradient was
 and a second side table, ``trace.inner`` (:data:`INNER_COLUMNS`: ``worker``
 int32, ``local_step`` int64, the worker's 0-based inner-step index,
 ``t_start`` and ``t_done`` float64), one row per inner gradient, in the same
-file (an empty table for other traces). Every other trace is saved exactly as
+file (an empty table for other traces): Parquet keeps it, compressed, in the
+file's metadata (up to 2 GiB compressed, some 5·10⁷ to 10⁸ inner steps;
+beyond that saving refuses with one line: use .npz),
+``.npz`` as ``inner__*`` arrays, CSV on the metadata line. Every other trace is saved exactly as
 before (same bytes).
 
 Rows are in the order the server disposed of them (applied or dropped), so the
@@ -99,6 +102,8 @@ INNER_COLUMNS: dict[str, np.dtype] = {
 #: where the inner table is kept in Parquet (schema metadata, an .npz blob) and .npz files (prefixed arrays)
 _INNER_KEY = b"asyncsim.inner"
 _INNER_PREFIX = "inner__"
+#: the largest Parquet footer string (thrift): bounds the inner table a Parquet trace can hold
+_THRIFT_MAX = 2**31 - 1
 #: worker ids are int32
 MAX_WORKERS = 2**31 - 1
 FORMAT_NAME = "asyncsim-trace"
@@ -539,6 +544,10 @@ class Trace:
                 kv = {_META_KEY: meta_json.encode()}
                 if outer:
                     kv[_INNER_KEY] = _inner_blob(self.inner)
+                    if len(kv[_INNER_KEY]) > _THRIFT_MAX - (1 << 20):
+                        raise TraceError(f"the inner table ({len(self.inner['worker']):,} rows, "
+                                         f"{len(kv[_INNER_KEY]) / 2**30:.1f} GiB compressed) does not fit in a "
+                                         f"Parquet file's metadata: save the trace as .npz", file=path)
                 table = table.replace_schema_metadata(kv)
                 pq.write_table(table, tmp, compression="zstd")
             elif fmt == "npz":
@@ -799,7 +808,10 @@ def _coerce_columns(cols: dict[str, Any], source: str | None) -> dict[str, np.nd
 def _read_parquet(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    # a DiLoCo trace's inner table rides in the footer's metadata: let the footer be as large as
+    # the file (pyarrow's default limit is 100 MB; thrift strings stop at 2 GiB)
+    limit = min(max(100_000_000, path.stat().st_size + (1 << 20)), _THRIFT_MAX)
+    table = pq.read_table(path, thrift_string_size_limit=limit)
     kv = table.schema.metadata or {}
     raw = kv.get(_META_KEY)
     meta = json.loads(raw) if raw else {}

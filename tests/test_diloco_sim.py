@@ -267,6 +267,17 @@ def test_round_trip_every_format(tmp_path, suffix, kind):
     assert back.scenario["policy"]["kind"] == kind and back.summary() == tr.summary()
 
 
+def test_parquet_refuses_an_inner_table_beyond_its_footer(tmp_path, monkeypatch):
+    import asyncsim.trace as T
+
+    tr = simulate(scen("diloco", updates=3))
+    monkeypatch.setattr(T, "_THRIFT_MAX", (1 << 20) + 10)  # (2 GiB in real life)
+    with pytest.raises(TraceError, match=r"does not fit in a Parquet file's metadata: save the trace as \.npz"):
+        tr.save(tmp_path / "t.parquet")
+    assert not (tmp_path / "t.parquet").exists()
+    _same(tr, Trace.load(tr.save(tmp_path / "t.npz")), "npz")
+
+
 def test_plain_traces_carry_no_extra_columns(tmp_path):
     tr = simulate(load_scenario({"workers": [{"count": 2, "compute": const(1)}], "stop": {"updates": 5}}))
     assert not tr.has_outer_columns and len(tr.inner["worker"]) == 0

@@ -12,12 +12,13 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from _cli import cli
-from asyncsim.collectives import Collectives
+from test_parity import scenarios as cluster_scenarios  # (the parity tests' random clusters)
 from asyncsim.engine import choose_engine, simulate
 from asyncsim.errors import InputError, ScenarioError, TraceError
-from asyncsim.network import build_network
 from asyncsim.rng import BlockSampler, Streams
 from asyncsim.scenario import load_scenario
 from asyncsim.trace import EXTRA_COLUMNS, INNER_COLUMNS, Trace
@@ -390,11 +391,6 @@ def test_validate_shows_the_outer_schedule(tmp_path):
 
 
 # ------------------------------------------------------- random scenarios
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from test_parity import scenarios as cluster_scenarios  # noqa: E402  (the parity tests' clusters)
-
 
 @st.composite
 def diloco_scenarios(draw):

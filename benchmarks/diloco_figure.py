@@ -8,7 +8,9 @@ diloco, streaming_diloco (P = 4) and async_diloco for several H, and under
 all-reduce S-SGD (ring, the gradients in one bucket: on this link more buckets only add latency).
 Left: wall clock per outer round divided by H, the seconds each inner step
 costs (all-reduce: its time per step). Right: the communication fraction
-(share of the workers' time not spent computing). Prints the tables it plots.
+(share of the workers' time not spent computing). Then the stable region of
+async_diloco in (inner lr, outer lr) (docs/img/diloco-async-region.png).
+Prints the tables it plots.
 """
 
 from __future__ import annotations
@@ -84,6 +86,19 @@ def main() -> None:
     ax2.set_title("share of GPU time not computing", fontsize=9)
     fig.tight_layout()
     path = save_figure(fig, Path(args.outdir) / "diloco-two-dc.png")
+    print(f"wrote {path}")
+
+    # the stable region of async_diloco (H = 100, the DiLoCo defaults) in (inner lr, outer lr), from
+    # the trace criterion of its outer recursion (asyncsim.stability.diloco), with a = 2 / 0.1
+    from asyncsim.stability import analyze
+    from asyncsim.stability.diloco import plot_region
+
+    sc = {**base, "policy": {**base["policy"], "kind": "async_diloco", "inner_steps": 100}}
+    rep = analyze(simulate(sc, time=args.time), criteria=("trace",), base_lr=0.1)
+    print(f"async_diloco: alpha* {rep.alpha_star['trace']:.3g}, outer lr bound at alpha*/2 "
+          f"{rep.diloco['outer_lr_max']:.3g}")
+    path = plot_region(rep.diloco["stable_region"], Path(args.outdir) / "diloco-async-region.png",
+                       title="async_diloco, H = 100, μ = 0.9 (Nesterov)")
     print(f"wrote {path}")
 
 

@@ -197,8 +197,9 @@ def plan(
         None, "--vary", "-v", help="A dotted scenario path and its values, e.g. workers.0.count=4,8,16 "
         "(repeatable; the grid is their product)."),
     policies: Optional[str] = typer.Option(
-        None, "--policies", "-p", help="Comma list of async,sync,backup,k_async,ssp,round_robin,allreduce "
-        "(the baseline is always added). Default: the scenario's policy and the baseline."),
+        None, "--policies", "-p", help="Comma list of async,sync,backup,k_async,ssp,round_robin,allreduce,"
+        "local_sgd,diloco,streaming_diloco,async_diloco (the baseline is always added). Default: the "
+        "scenario's policy and the baseline."),
     until_target: bool = typer.Option(
         False, "--until-target", help="With --train and --time CAP: train each point only until it reaches the "
         "target (or its CAP seconds of trace end); every point gets the same simulated time."),

@@ -65,6 +65,10 @@ def summary_table(title: str, s: dict) -> Table:
          f"{f(s['utilisation_mean'], '{:.1%}')} ({f(s['utilisation_min'], '{:.1%}')})"),
     ]
     if "outer_updates" in s:  # the local SGD / DiLoCo family (docs/diloco.md)
+        # its rows are pseudo-gradients, its gradient rate counts inner gradients
+        rename = {"updates": "outer updates", "gradients computed": "pseudo-gradients",
+                  "gradient rate": "gradient rate (inner)", "time per update": "time per outer update"}
+        rows = [(rename.get(k, k), v) for k, v in rows]
         rows += [
             ("inner gradients", f(s["inner_gradients"], "{:,}")),
             ("inner steps per second", f(s["inner_steps_per_second"], "{:.4g} /s")),

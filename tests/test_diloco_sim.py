@@ -424,3 +424,31 @@ def test_random_diloco_scenarios_identical_and_valid(sc):
     for w in range(a.n_workers):
         mine = np.sort(inner["local_step"][inner["worker"] == w])
         np.testing.assert_array_equal(mine, np.arange(len(mine)))
+
+
+# ------------------------------------------------------------ end to end
+def test_simulated_local_sgd_h1_replays_as_allreduce_sgd():
+    """End to end through both halves of the issue: local_sgd with H = 1, outer lr 1, no momentum,
+    simulated on the same cluster as all-reduce S-SGD (no network: the same round times), replays
+    to S-SGD's loss curve on the quadratic (same minibatch keys), and every DiLoCo kind's simulated
+    trace replays (the replay accepts every row the simulator writes)."""
+    from asyncsim.plan.point import diloco_support
+
+    if not diloco_support("train"):
+        pytest.skip("no DiLoCo replay in this build (asyncsim.train.outer)")
+    from asyncsim.train import replay
+
+    comp = {"dist": "lognormal", "mean": 0.3, "cv": 0.4}
+    ls = simulate(scen("local_sgd", n=4, compute=comp, inner_steps=1, updates=25, seed=5))
+    ar = simulate(load_scenario({"name": "ar", "seed": 5, "workers": [{"count": 4, "compute": comp}],
+                                 "policy": {"kind": "allreduce"}, "stop": {"updates": 25}}))
+    np.testing.assert_array_equal(ls.t_applied, ar.t_applied)
+    kw = dict(dataset="quadratic", dim=8, sharpness=1.0, lr=0.3, log_every=1, device="cpu")
+    a, b = replay(ls, optimizer="sgd", **kw), replay(ar, optimizer="sgd", **kw)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-12, atol=1e-300)
+    np.testing.assert_array_equal(a.sim_time, b.sim_time)
+    for kind, extra in (("diloco", {}), ("streaming_diloco", {"fragments": 2}), ("async_diloco", {})):
+        tr = simulate(scen(kind, n=3, compute={"dist": "exponential", "mean": 0.1}, net=STAR,
+                           params=5_000_000, inner_steps=4, updates=12, **extra))
+        res = replay(tr, dataset="quadratic", dim=4, sharpness=1.0, lr=0.05, device="cpu")
+        assert res.steps == 12 and not res.diverged

@@ -27,9 +27,11 @@ def policy(kind: str, H: int, **kw) -> dict:
     return base
 
 
-def _trace(cols: dict, extra: dict, pol: dict, n_workers: int) -> Trace:
+def _trace(cols: dict, extra: dict, pol: dict, n_workers: int, inner: dict | None = None) -> Trace:
     arrays = {k: np.asarray(v) for k, v in cols.items()}
     tr = Trace.from_columns(arrays, n_workers=n_workers, scenario={"name": "hand-made", "policy": pol})
+    if inner is not None:
+        tr.inner = inner  # (the side table of the simulator's DiLoCo traces)
     tr.columns.update({"fragment": np.asarray(extra["fragment"], dtype=np.int32),
                        "outer_staleness": np.asarray(extra["outer_staleness"], dtype=np.int64),
                        "local_start": np.asarray(extra["local_start"], dtype=np.int64),
@@ -67,10 +69,14 @@ def allreduce(n_workers: int, updates: int, step_time: float = 1.0, comm: float 
                               scenario={"name": "hand-made", "policy": {"kind": "allreduce"}})
 
 
-def streaming(n_workers: int, rounds: int, H: int, P: int, overlap: int = 0, **pol) -> Trace:
+def streaming(n_workers: int, rounds: int, H: int, P: int, overlap: int = 0, inner: bool = False,
+              **pol) -> Trace:
     """streaming_diloco in lock-step (one time unit per inner step): fragment p syncs at local steps
     kH + (p+1)H/P; its all-reduce ends ``overlap`` inner steps later, when its outer update is
-    applied and every worker merges it (at that inner-step boundary)."""
+    applied and every worker merges it (at that inner-step boundary). ``inner``: add the
+    ``trace.inner`` side table: inner step k of every worker runs from k + 0.25 to k + 1 (a
+    quarter step at each boundary for loading what was applied there, so a result applied at
+    the boundary k is merged before inner step k, as the rows say), up to the last all-reduce."""
     assert H % P == 0 and 0 <= overlap <= H
     h = H // P
     syncs = [(k * H + (p + 1) * h, p) for k in range(rounds) for p in range(P)]
@@ -95,7 +101,14 @@ def streaming(n_workers: int, rounds: int, H: int, P: int, overlap: int = 0, **p
         m = done_at[i]
         version = sum(1 for d in done_at if d <= m)  # updates applied by the merge
         last_merge[p] = (m, version)
-    return _trace(cols, extra, policy("streaming_diloco", H, fragments=P, **pol), n_workers)
+    side = None
+    if inner:
+        K = max(done_at) + 1
+        side = {"worker": np.repeat(np.arange(n_workers, dtype=np.int32), K),
+                "local_step": np.tile(np.arange(K, dtype=np.int64), n_workers),
+                "t_start": np.tile(np.arange(K, dtype=float) + 0.25, n_workers),
+                "t_done": np.tile(np.arange(1, K + 1, dtype=float), n_workers)}
+    return _trace(cols, extra, policy("streaming_diloco", H, fragments=P, **pol), n_workers, side)
 
 
 def async_rounds(order, H: int, n_workers: int | None = None, **pol) -> Trace:

@@ -110,6 +110,14 @@ def test_trace_criterion_on_synchronous_rounds_is_the_closed_form(H, mu, nestero
     np.testing.assert_allclose(diloco_trace_outer_lr_max(tr, al), want, rtol=1e-5)
 
 
+def test_short_traces_keep_the_momentum_transient_out_of_the_exponent():
+    """30 rounds of μ = 0.9: the buffer's build-up (~10 updates) is burnt in, not read as growth."""
+    tr = sync_rounds(4, 30, 10)
+    al = [0.3, 1.0078, 1.5]
+    np.testing.assert_allclose(diloco_trace_outer_lr_max(tr, al), [diloco_outer_lr_max(a, 10, 0.9, True) for a in al],
+                               rtol=1e-4)
+
+
 def replay_alpha_star(tr, lo, hi, iters=12):
     """Brute force: bisect the inner α on whether the torch replay's loss grows from the end of
     the criterion's burn-in (10 %) to the end of the trace (the loss may grow freely:

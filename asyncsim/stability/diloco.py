@@ -162,7 +162,9 @@ def _plan_of(source, steps=None) -> OuterPlan:
 
 def diloco_lyapunov(source, alphas, outer_lrs=None, *, burn_in: float = 0.1) -> np.ndarray:
     """Top Lyapunov exponent per outer update of the linearised replay (module docstring) for
-    each lane (α_i, η_o,i); ``outer_lrs`` defaults to the trace's. +inf where a lane overflows."""
+    each lane (α_i, η_o,i); ``outer_lrs`` defaults to the trace's. +inf where a lane overflows.
+    The first ``burn_in`` of the updates (at least 3/(1−μ) + N of them, at most half) are not
+    counted."""
     plan = _plan_of(source)
     pol = plan.policy
     a = np.asarray(alphas, dtype=float).reshape(-1)
@@ -183,7 +185,12 @@ def diloco_lyapunov(source, alphas, outer_lrs=None, *, burn_in: float = 0.1) -> 
     acc = np.zeros(L)
     dead = np.zeros(L, dtype=bool)
     collapsed = np.zeros(L, dtype=bool)
-    burn = min(int(burn_in * plan.T), plan.T - 1)
+    # burn-in: a fraction of the trace, but at least the transients of the momentum buffer
+    # (~1/(1−μ) updates) and of the workers' first contributions (~N), up to half the trace —
+    # on a short trace the buffer building up from 0 read as growth and made small outer lrs
+    # look unstable
+    floor = min(plan.T // 2, math.ceil(3.0 / (1.0 - mu)) + N)
+    burn = min(max(int(burn_in * plan.T), floor), plan.T - 1)
     ptr = plan.ptr.tolist()
     with np.errstate(over="ignore", invalid="ignore"):
         for op in plan.ops:

@@ -239,10 +239,53 @@ def make_outer_plan(trace, policy: OuterPolicy, steps: int | None = None) -> Out
     later[rows] = False
     later &= np.asarray(c["read_version"]) <= T
     merges = tuple(np.asarray(a)[later].astype(np.int64) for a in (c["worker"], frag_all, c["read_version"], ls_all))
+    tail = _tail_merges(trace, rows, frag_all, le_all, P, policy.inner_steps) if P > 1 else None
+    if tail is not None:
+        merges = tuple(np.concatenate([m, t]) for m, t in zip(merges, tail))
     ops, inner_total, max_local = build_ops(worker, frag, read, ls, le, ptr, n_workers, P, merges)
     return OuterPlan(policy=policy, T=T, n_workers=n_workers, worker=worker, fragment=frag, read=read,
                      local_start=ls, local_end=le, ptr=ptr, update_fragment=ufrag, t_step=t_step, ops=ops,
                      inner_total=inner_total, max_local=max_local)
+
+
+def _tail_merges(trace, rows, frag_all, le_all, P: int, H: int):
+    """Merges no later row records: the last contribution of a (worker, fragment) in the trace is
+    merged, by the contract's timing rule, at the worker's first inner-step boundary after its
+    update's ``t_applied`` — read from the ``trace.inner`` side table when the trace has one: the
+    first inner step starting after that time (an inner step starting at that very instant had
+    begun before the merge, as in the simulator), or the one starting at it when the worker was
+    waiting for this merge at its next sync point (local_end + H). Returns (worker, fragment,
+    read_version, local_start) arrays, or None."""
+    inner = getattr(trace, "inner", None)
+    if not isinstance(inner, dict) or not len(inner.get("worker", ())):
+        return None
+    c = trace.columns
+    n = len(c["step"])
+    key = c["worker"].astype(np.int64) * P + np.asarray(frag_all, dtype=np.int64)
+    rev = key[::-1]
+    _, first_rev = np.unique(rev, return_index=True)
+    last = n - 1 - first_rev                       # last row of each (worker, fragment)
+    in_plan = np.zeros(n, dtype=bool)
+    in_plan[rows] = True
+    last = last[in_plan[last]]
+    if not last.size:
+        return None
+    iw = np.asarray(inner["worker"], dtype=np.int64)
+    order = np.lexsort((np.asarray(inner["t_start"], dtype=float), iw))
+    iw, ts, ks = iw[order], np.asarray(inner["t_start"], float)[order], np.asarray(inner["local_step"], np.int64)[order]
+    out = [[], [], [], []]
+    for j in last.tolist():
+        w = int(c["worker"][j])
+        lo, hi = np.searchsorted(iw, w), np.searchsorted(iw, w, side="right")
+        t = float(c["t_applied"][j])
+        i = lo + int(np.searchsorted(ts[lo:hi], t, side="right"))
+        i0 = lo + int(np.searchsorted(ts[lo:hi], t))
+        if i0 < i and int(ks[i0]) == int(le_all[j]) + H:  # it was blocked, waiting for this merge
+            i = i0
+        if i < hi:  # (a worker with no inner step after it never needs the merge)
+            for lst, v in zip(out, (w, int(frag_all[j]), int(c["step"][j]) + 1, int(ks[i]))):
+                lst.append(v)
+    return tuple(np.asarray(v, dtype=np.int64) for v in out)
 
 
 def build_ops(worker, frag, read, ls, le, ptr, n_workers: int, P: int, merges=None):

@@ -89,7 +89,14 @@ def scenario_reference_md() -> str:
     for m in (S.ModelSize, S.Server, S.Stop):
         out += _model_table(m)
     out += ["## Policies (`kind:` selects one)", ""]
-    for m in (S.AsyncPolicy, S.SyncPolicy, S.BackupPolicy, S.KAsyncPolicy, S.SSPPolicy, S.RoundRobinPolicy):
+    for m in (S.AsyncPolicy, S.SyncPolicy, S.BackupPolicy, S.KAsyncPolicy, S.SSPPolicy, S.RoundRobinPolicy,
+              S.AllreducePolicy):
+        out += _model_table(m)
+    out += ["### The local SGD / DiLoCo family", "",
+            "Timing, trace columns and a worked example: the DiLoCo page (docs/diloco.md). The four share "
+            "their fields; only the defaults differ. These policies do not model faults (a `faults:` section "
+            "is an error).", ""]
+    for m in (S.LocalSGDPolicy, S.DiLoCoPolicy, S.StreamingDiLoCoPolicy, S.AsyncDiLoCoPolicy):
         out += _model_table(m)
     from . import faults as F
 

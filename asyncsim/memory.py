@@ -132,6 +132,10 @@ def _rows_per_update(sc) -> int:
         return 1
     if kind == "k_async":
         return int(sc.policy.k)
+    if kind in ("local_sgd", "diloco", "streaming_diloco", "async_diloco"):
+        # one row per contribution plus its inner-table rows (counted as rows: an upper bound)
+        per = 1 + int(sc.policy.inner_steps) // int(sc.policy.fragments)
+        return per if kind == "async_diloco" else n * per
     return n  # sync and backup record every worker's gradient each round (others: the same bound)
 
 
@@ -152,6 +156,8 @@ def _gradient_rate(sc) -> float:
         round_time = slowest + apply
         return math.inf if round_time == 0 else per_update / round_time
     rate = sum(math.inf if c == 0 else g.count / c for c, g in zip(cycles, sc.workers))
+    if sc.policy.kind in ("local_sgd", "diloco", "streaming_diloco", "async_diloco"):
+        rate *= 1.0 + int(sc.policy.fragments) / int(sc.policy.inner_steps)  # inner rows and their outer rows
     if apply > 0:
         rate = min(rate, per_update / apply)
     return rate

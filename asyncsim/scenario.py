@@ -216,11 +216,88 @@ class AllreducePolicy(_Model):
         description="Share of each compute draw that is the backward pass (the rest is forward).")
 
 
+INNER_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+
+
+class _OuterSyncPolicy(_Model):
+    """Fields shared by the local SGD / DiLoCo family (docs/diloco.md)."""
+
+    inner_steps: int = Field(default=8, ge=1, description="H: inner steps per outer round (per fragment under "
+                             "streaming: one fragment syncs every H/P inner steps).")
+    outer_lr: float = Field(default=0.7, gt=0, description="η_o: the outer optimizer's learning rate.")
+    outer_momentum: float = Field(default=0.9, ge=0, lt=1, description="μ: the outer optimizer's momentum.")
+    nesterov: bool = Field(default=True, description="Nesterov outer momentum (else heavy-ball).")
+    inner_optimizer: Literal["sgd", "momentum", "adam", "adamw"] = Field(
+        default="adamw", description="The workers' optimizer for the inner steps (the trainer's; the inner lr "
+        "is the run's lr): sgd | momentum | adam | adamw.")
+    algorithm: Literal["ring", "tree", "halving_doubling", "hierarchical"] = Field(
+        default="ring", description="Collective for the outer all-reduce: ring | tree | halving_doubling | "
+        "hierarchical (async_diloco pushes to the server instead).")
+    fragments: int = Field(default=1, ge=1, description="P: model fragments, synchronised on a staggered "
+                           "schedule (streaming_diloco only; must divide inner_steps).")
+    mixing: float = Field(default=0.0, ge=0, lt=1, description="streaming_diloco only: a worker merges a new "
+                          "global fragment as mixing·local + (1 − mixing)·global (0: replace).")
+
+    @model_validator(mode="after")
+    def _family_checks(self):
+        if self.kind != "streaming_diloco":
+            if self.fragments != 1:
+                raise _FieldError("policy.fragments", f"is for streaming_diloco only ({self.kind} syncs the "
+                                  f"whole model): got {self.fragments}, must be 1")
+            if self.mixing != 0.0:
+                raise _FieldError("policy.mixing", f"is for streaming_diloco only ({self.kind} replaces the "
+                                  f"local parameters): got {self.mixing}, must be 0")
+        elif self.inner_steps % self.fragments:
+            raise _FieldError("policy.fragments", f"P = {self.fragments} does not divide inner_steps "
+                              f"(H = {self.inner_steps}): one fragment syncs every H/P inner steps")
+        return self
+
+
+class LocalSGDPolicy(_OuterSyncPolicy):
+    """Local SGD: H inner SGD steps per worker, then the parameters are averaged (an all-reduce): DiLoCo
+    with outer_lr 1, no outer momentum and SGD inner steps."""
+
+    kind: Literal["local_sgd"] = "local_sgd"
+    outer_lr: float = Field(default=1.0, gt=0, description="η_o: the outer optimizer's learning rate.")
+    outer_momentum: float = Field(default=0.0, ge=0, lt=1, description="μ: the outer optimizer's momentum.")
+    nesterov: bool = Field(default=False, description="Nesterov outer momentum (else heavy-ball).")
+    inner_optimizer: Literal["sgd", "momentum", "adam", "adamw"] = Field(
+        default="sgd", description="The workers' optimizer for the inner steps: sgd | momentum | adam | adamw.")
+
+
+class DiLoCoPolicy(_OuterSyncPolicy):
+    """DiLoCo: H inner AdamW steps per worker, an all-reduce of the pseudo-gradients, one outer Nesterov
+    step; every worker then loads the new global parameters."""
+
+    kind: Literal["diloco"] = "diloco"
+
+
+class StreamingDiLoCoPolicy(_OuterSyncPolicy):
+    """Streaming DiLoCo: P fragments, fragment p synchronised every H inner steps, staggered by H/P, its
+    all-reduce overlapped with the following inner steps."""
+
+    kind: Literal["streaming_diloco"] = "streaming_diloco"
+    mixing: float = Field(default=0.5, ge=0, lt=1, description="A worker merges a new global fragment as "
+                          "mixing·local + (1 − mixing)·global (0: replace).")
+
+
+class AsyncDiLoCoPolicy(_OuterSyncPolicy):
+    """Asynchronous DiLoCo: no barrier; each worker's pseudo-gradient is pushed to the parameter server and
+    applied on arrival (stale by the outer updates applied meanwhile); the worker then pulls."""
+
+    kind: Literal["async_diloco"] = "async_diloco"
+
+
+#: the local SGD / DiLoCo family (outer synchronisation every H inner steps)
+DILOCO_KINDS = ("local_sgd", "diloco", "streaming_diloco", "async_diloco")
+
+
 PolicySpec = Annotated[
-    Union[AsyncPolicy, SyncPolicy, BackupPolicy, KAsyncPolicy, SSPPolicy, RoundRobinPolicy, AllreducePolicy],
+    Union[AsyncPolicy, SyncPolicy, BackupPolicy, KAsyncPolicy, SSPPolicy, RoundRobinPolicy, AllreducePolicy,
+          LocalSGDPolicy, DiLoCoPolicy, StreamingDiLoCoPolicy, AsyncDiLoCoPolicy],
     Field(discriminator="kind"),
 ]
-POLICY_KINDS = ("async", "sync", "backup", "k_async", "ssp", "round_robin", "allreduce")
+POLICY_KINDS = ("async", "sync", "backup", "k_async", "ssp", "round_robin", "allreduce", *DILOCO_KINDS)
 
 
 class Stop(_Model):
@@ -308,9 +385,13 @@ class Scenario(_Model):
                                   f"group {f.group} does not exist (there are {len(self.workers)} groups)")
             if isinstance(f, LinkFault) and net is None:
                 raise _FieldError(f"faults.{fi}", "a link fault needs a network")
-        if isinstance(pol, AllreducePolicy):
-            if self.faults:
-                raise _FieldError("faults", "the allreduce policy does not model faults (use sync)")
+        if isinstance(pol, AllreducePolicy) and self.faults:
+            raise _FieldError("faults", "the allreduce policy does not model faults (use sync)")
+        if isinstance(pol, _OuterSyncPolicy) and self.faults:
+            raise _FieldError("faults", f"the {pol.kind} policy does not model faults (remove the faults "
+                              f"section, or use async/sync to study faults)")
+        # the policies that all-reduce (async_diloco pushes to the server instead)
+        if isinstance(pol, AllreducePolicy) or (isinstance(pol, _OuterSyncPolicy) and pol.kind != "async_diloco"):
             if pol.algorithm == "halving_doubling" and n & (n - 1):
                 raise _FieldError("policy.algorithm",
                                   f"halving_doubling needs a power-of-two number of workers, not {n}")

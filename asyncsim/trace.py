@@ -18,6 +18,34 @@ A side table, ``trace.down_intervals`` (columns ``worker``, ``t_down``,
 ``t_up``; ``t_up`` is NaN if the worker never came back), records when
 workers were down because of faults. It travels in the same file.
 
+Traces of the local SGD / DiLoCo family (``policy.kind`` local_sgd, diloco,
+streaming_diloco, async_diloco; docs/diloco.md) have one row per
+pseudo-gradient contribution (worker × fragment × outer round); the seven
+columns above keep their meaning at the outer level (``step`` is the outer
+update, ``t_read`` when the worker loaded or merged the fragment's global
+parameters, ``t_done`` when its last inner step for the contribution ended).
+They carry four more columns (:data:`EXTRA_COLUMNS`; all four or none):
+
+=============== ======= ====================================================
+fragment         int32  fragment id in 0..P−1 (0 without streaming)
+outer_staleness  int64  outer updates of the same fragment applied between
+                        the read and this update (= staleness when P = 1)
+local_start      int64  the worker's completed inner steps when it loaded or
+                        merged the fragment's global parameters (at
+                        read_version)
+local_end        int64  its completed inner steps when the pseudo-gradient was
+                        taken (local_end − local_start inner steps in it)
+=============== ======= ====================================================
+
+and a second side table, ``trace.inner`` (:data:`INNER_COLUMNS`: ``worker``
+int32, ``local_step`` int64, the worker's 0-based inner-step index,
+``t_start`` and ``t_done`` float64), one row per inner gradient, in the same
+file (an empty table for other traces): Parquet keeps it, compressed, in the
+file's metadata (up to 2 GiB compressed, some 5·10⁷ to 10⁸ inner steps;
+beyond that saving refuses with one line: use .npz),
+``.npz`` as ``inner__*`` arrays, CSV on the metadata line. Every other trace is saved exactly as
+before (same bytes).
+
 Rows are in the order the server disposed of them (applied or dropped), so the
 applied rows have non-decreasing ``step`` and ``t_applied``; the rows of one
 update are contiguous among the applied rows.
@@ -57,6 +85,25 @@ COLUMNS: dict[str, np.dtype] = {
 DROPPED = -1
 LOST = -2
 DOWN_COLUMNS = ("worker", "t_down", "t_up")
+#: the columns of the local SGD / DiLoCo family's traces (all four or none; module docstring)
+EXTRA_COLUMNS: dict[str, np.dtype] = {
+    "fragment": np.dtype(np.int32),
+    "outer_staleness": np.dtype(np.int64),
+    "local_start": np.dtype(np.int64),
+    "local_end": np.dtype(np.int64),
+}
+#: the inner-gradient side table of those traces
+INNER_COLUMNS: dict[str, np.dtype] = {
+    "worker": np.dtype(np.int32),
+    "local_step": np.dtype(np.int64),
+    "t_start": np.dtype(np.float64),
+    "t_done": np.dtype(np.float64),
+}
+#: where the inner table is kept in Parquet (schema metadata, an .npz blob) and .npz files (prefixed arrays)
+_INNER_KEY = b"asyncsim.inner"
+_INNER_PREFIX = "inner__"
+#: the largest Parquet footer string (thrift): bounds the inner table a Parquet trace can hold
+_THRIFT_MAX = 2**31 - 1
 #: worker ids are int32
 MAX_WORKERS = 2**31 - 1
 FORMAT_NAME = "asyncsim-trace"
@@ -109,6 +156,54 @@ class TraceRecorder:
         return {k: arr[: self.n].copy() for k, arr in self._cols.items()}
 
 
+class ColumnRecorder:
+    """Preallocated numpy columns of fixed dtypes, appended to a block at a time.
+
+    ``extend(n, col=values, ...)`` writes ``n`` rows (scalars broadcast),
+    ``append(v1, v2, ...)`` one row; capacity doubles when full (amortised O(1)
+    per row). Used by the event
+    engines for the DiLoCo family's extra columns and inner table.
+    """
+
+    __slots__ = ("_cols", "_arrays", "n", "cap")
+
+    def __init__(self, dtypes: dict[str, np.dtype], capacity: int = 1024):
+        self.cap = max(16, int(capacity))
+        self._cols = {k: np.empty(self.cap, dtype=dt) for k, dt in dtypes.items()}
+        self._arrays = list(self._cols.values())
+        self.n = 0
+
+    def _reserve(self, n: int) -> None:
+        i = self.n
+        while i + n > self.cap:
+            self.cap *= 2
+        for k, arr in self._cols.items():
+            new = np.empty(self.cap, dtype=arr.dtype)
+            new[:i] = arr[:i]
+            self._cols[k] = new
+        self._arrays = list(self._cols.values())
+
+    def extend(self, n: int, **values) -> None:
+        i = self.n
+        if i + n > self.cap:
+            self._reserve(n)
+        for k, v in values.items():
+            self._cols[k][i:i + n] = v
+        self.n = i + n
+
+    def append(self, *values) -> None:
+        """One row, its values in the columns' order (the per-event path)."""
+        i = self.n
+        if i == self.cap:
+            self._reserve(1)
+        for arr, v in zip(self._arrays, values):
+            arr[i] = v
+        self.n = i + 1
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {k: arr[: self.n].copy() for k, arr in self._cols.items()}
+
+
 @dataclass
 class Trace:
     """A staleness trace plus the metadata needed to reproduce it.
@@ -125,6 +220,8 @@ class Trace:
     scenario: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     down_intervals: dict[str, np.ndarray] = field(default_factory=lambda: _empty_down())
+    #: the inner-gradient side table (DiLoCo family; empty otherwise): INNER_COLUMNS
+    inner: dict[str, np.ndarray] = field(default_factory=lambda: _empty_inner())
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -139,6 +236,7 @@ class Trace:
         scenario: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
         down_intervals: dict[str, Any] | None = None,
+        inner: dict[str, Any] | None = None,
         source: str | None = None,
         validate: bool = True,
     ) -> "Trace":
@@ -168,6 +266,7 @@ class Trace:
             scenario=scenario,
             meta=dict(meta or {}),
             down_intervals=_coerce_down(down_intervals, source),
+            inner=_coerce_inner(inner, source),
         )
         if validate:
             tr.validate(source)
@@ -197,6 +296,7 @@ class Trace:
         check_bytes(16.0 * self.n_workers, f"a trace of {self.n_workers:,} workers",
                     hint="its n_workers metadata is implausible")
         if n == 0:
+            _validate_inner(self.inner, self.n_workers, bad)
             return
         applied = step >= 0
         every = bool(applied.all())  # (the usual async case: no masks, no copies)
@@ -240,6 +340,8 @@ class Trace:
             raise bad("applied times must be non-decreasing in row order")
         if np.any(s_app[1:] < s_app[:-1]):
             raise bad("steps of applied rows must be non-decreasing in row order")
+        if "fragment" in c:
+            _validate_extra(c, applied, every, bad)
         d = self.down_intervals
         if len(d["worker"]):
             if d["worker"].min() < 0 or d["worker"].max() >= self.n_workers:
@@ -247,6 +349,7 @@ class Trace:
             up = d["t_up"]
             if np.any(~np.isfinite(d["t_down"])) or np.any(up[np.isfinite(up)] < d["t_down"][np.isfinite(up)]):
                 raise bad("down_intervals: t_up must be >= t_down")
+        _validate_inner(self.inner, self.n_workers, bad)
 
     # -------------------------------------------------------------- accessors
     def __len__(self) -> int:
@@ -326,7 +429,7 @@ class Trace:
             return float(np.percentile(st, q, method="inverted_cdf")) if st.size else None
 
         rate = self.n_updates / self.sim_time if self.sim_time > 0 else float("nan")
-        return {
+        out = {
             "updates": int(self.n_updates),
             "gradients": n_rows,
             "applied": n_app,
@@ -347,6 +450,66 @@ class Trace:
             "down_intervals": int(len(self.down_intervals["worker"])),
             "stalled": bool(self.meta.get("stalled", False)),
             "seed": self.seed,
+        }
+        if self.has_outer_columns:
+            out.update(self.outer_summary())
+        return out
+
+    @property
+    def has_outer_columns(self) -> bool:
+        """Whether this is a local SGD / DiLoCo family trace (it has :data:`EXTRA_COLUMNS`)."""
+        return "fragment" in self.columns
+
+    def outer_summary(self) -> dict[str, Any]:
+        """The outer-level numbers of a DiLoCo family trace (keys of ``simulate --json``; docs/diloco.md).
+
+        ``gradient_rate`` counts *inner* gradients per second here (the
+        gradients the workers computed, as for every other policy), so plan's
+        throughput speed-ups compare like with like; the pseudo-gradient rows
+        are ``pseudo_gradients``. ``communication_fraction`` is the share of
+        the workers' time not spent on inner steps (all-reduces, pushes and
+        pulls, outer applies, and waiting for the barrier or a fragment);
+        ``utilisation_mean``/``min`` count inner steps too. ``time_per_outer_round``:
+        the time of the last update × the updates per round (P fragments; async_diloco: one
+        per worker, N) ÷ the updates."""
+        c = self.columns
+        applied = c["step"] >= 0
+        ost = c["outer_staleness"][applied]
+        inner = self.inner
+        extra: dict[str, Any] = {}
+        if len(inner["worker"]):
+            done = inner["t_done"] <= self.sim_time
+            n_inner = int(np.count_nonzero(done))
+            per = np.bincount(inner["worker"][done], weights=(inner["t_done"] - inner["t_start"])[done],
+                              minlength=self.n_workers)
+            busy = float(per.sum())
+            if self.sim_time > 0 and self.n_workers:  # (the rows of fragments overlap: count inner steps)
+                extra = {"utilisation_mean": float(per.mean() / self.sim_time),
+                         "utilisation_min": float(per.min() / self.sim_time)}
+        else:  # (a trace built without its inner table: the contributions' inner steps)
+            n_inner = int(np.sum(c["local_end"] - c["local_start"]))
+            busy = float(np.sum(c["t_done"] - c["t_read"]))
+        T, N = self.sim_time, self.n_workers
+        pol = ((self.scenario or {}).get("policy") or {})
+        frags = int(pol.get("fragments") or 1)
+        kind = pol.get("kind", self.meta.get("policy"))
+        per_round = N if kind == "async_diloco" else frags  # outer updates per outer round
+        util = busy / (N * T) if T > 0 and N > 0 else float("nan")
+        return {
+            "outer_updates": int(self.n_updates),
+            "pseudo_gradients": len(self),
+            "inner_gradients": n_inner,
+            "inner_steps_per_second": float(n_inner / T) if T > 0 else float("nan"),
+            "gradient_rate": float(n_inner / T) if T > 0 else float("nan"),
+            # (to the last update, not to the end of a time-stopped run: its last round is unfinished)
+            "time_per_outer_round": float(float(c["t_applied"][applied].max()) * per_round / self.n_updates)
+            if self.n_updates else float("nan"),
+            "inner_utilisation": float(util),
+            "communication_fraction": float(1.0 - util) if util == util else float("nan"),
+            "outer_staleness_mean": float(ost.mean()) if ost.size else None,
+            "outer_staleness_max": int(ost.max()) if ost.size else None,
+            "fragments": frags,
+            **extra,
         }
 
     # --------------------------------------------------------------------- io
@@ -371,22 +534,35 @@ class Trace:
         path = Path(path)
         fmt = format or _format_of(path)
         meta_json = json.dumps(self.metadata(), sort_keys=True, separators=(",", ":"))
+        outer = self.has_outer_columns
         with atomic_path(path) as tmp:
             if fmt == "parquet":
                 import pyarrow as pa
                 import pyarrow.parquet as pq
 
                 table = pa.table({k: pa.array(v) for k, v in self.columns.items()})
-                table = table.replace_schema_metadata({_META_KEY: meta_json.encode()})
+                kv = {_META_KEY: meta_json.encode()}
+                if outer:
+                    kv[_INNER_KEY] = _inner_blob(self.inner)
+                    if len(kv[_INNER_KEY]) > _THRIFT_MAX - (1 << 20):
+                        raise TraceError(f"the inner table ({len(self.inner['worker']):,} rows, "
+                                         f"{len(kv[_INNER_KEY]) / 2**30:.1f} GiB compressed) does not fit in a "
+                                         f"Parquet file's metadata: save the trace as .npz", file=path)
+                table = table.replace_schema_metadata(kv)
                 pq.write_table(table, tmp, compression="zstd")
             elif fmt == "npz":
+                side = {_INNER_PREFIX + k: v for k, v in self.inner.items()} if outer else {}
                 with open(tmp, "wb") as fh:
-                    np.savez_compressed(fh, __meta__=np.array(meta_json), **self.columns)
+                    np.savez_compressed(fh, __meta__=np.array(meta_json), **self.columns, **side)
             elif fmt == "csv":
+                if outer:  # the inner table rides in the metadata line (JSON floats round-trip exactly)
+                    meta_json = json.dumps({**self.metadata(), "inner": _inner_lists(self.inner)},
+                                           sort_keys=True, separators=(",", ":"))
                 buf = io.StringIO()
                 buf.write(f"# {FORMAT_NAME}: {meta_json}\n")
-                buf.write(",".join(COLUMNS) + "\n")
-                cols = [self.columns[k] for k in COLUMNS]
+                names = list(COLUMNS) + (list(EXTRA_COLUMNS) if outer else [])
+                buf.write(",".join(names) + "\n")
+                cols = [self.columns[k] for k in names]
                 for row in zip(*(c.tolist() for c in cols)):
                     buf.write(",".join(repr(v) for v in row) + "\n")
                 tmp.write_text(buf.getvalue())
@@ -432,6 +608,7 @@ class Trace:
                 scenario=meta.get("scenario"),
                 meta={**(meta.get("meta") or {}), "asyncsim_version": meta.get("asyncsim_version")},
                 down_intervals=_down_from_rows(meta.get("down_intervals") or [], src),
+                inner=_inner_of(cols, meta, src),
                 source=src,
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -473,6 +650,91 @@ def _down_from_rows(rows: list, source: str | None) -> dict[str, np.ndarray]:
         raise TraceError(f"bad down_intervals table ({exc})", file=source) from None
 
 
+def _empty_inner() -> dict[str, np.ndarray]:
+    return {k: np.empty(0, dt) for k, dt in INNER_COLUMNS.items()}
+
+
+def _coerce_inner(d: dict[str, Any] | None, source: str | None) -> dict[str, np.ndarray]:
+    if d is None:
+        return _empty_inner()
+    out = {}
+    for k, dt in INNER_COLUMNS.items():
+        if k not in d:
+            raise TraceError(f"inner table: missing column {k!r}", file=source)
+        arr = np.asarray(d[k])
+        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "fiub"):
+            raise TraceError(f"inner table: column {k!r} must be one-dimensional numbers", file=source)
+        if dt.kind == "i" and arr.size and (not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr))
+                                            or arr.min() < np.iinfo(dt).min or arr.max() > np.iinfo(dt).max):
+            raise TraceError(f"inner table: column {k!r} must hold {dt} integers", file=source)
+        out[k] = np.ascontiguousarray(arr.astype(dt, copy=False))
+    if len({len(v) for v in out.values()}) != 1:
+        raise TraceError("inner table: columns differ in length", file=source)
+    return out
+
+
+def _validate_inner(d: dict[str, np.ndarray], n_workers: int, bad) -> None:
+    if not len(d["worker"]):
+        return
+    if d["worker"].min() < 0 or d["worker"].max() >= n_workers:
+        raise bad("inner table: column 'worker': ids out of range")
+    if d["local_step"].min() < 0:
+        raise bad("inner table: column 'local_step' must be >= 0")
+    if not (_all_finite(d["t_start"]) and _all_finite(d["t_done"])):
+        raise bad("inner table: columns 't_start' and 't_done' must be finite")
+    if np.any(d["t_done"] < d["t_start"]):
+        raise bad(f"inner table: column 't_done': row {int(np.flatnonzero(d['t_done'] < d['t_start'])[0])} "
+                  f"ends before it starts")
+
+
+def _validate_extra(c: dict[str, np.ndarray], applied: np.ndarray, every: bool, bad) -> None:
+    """The invariants of :data:`EXTRA_COLUMNS` (one line naming the column)."""
+    fr, ost, ls, le = c["fragment"], c["outer_staleness"], c["local_start"], c["local_end"]
+    if fr.min() < 0:
+        raise bad(f"column 'fragment': row {int(np.argmin(fr))} is negative")
+    if ls.min() < 0:
+        raise bad(f"column 'local_start': row {int(np.argmin(ls))} is negative")
+    if np.any(le < ls):
+        raise bad(f"column 'local_end': row {int(np.flatnonzero(le < ls)[0])} is below local_start")
+    st = c["staleness"]
+    o, s = (ost, st) if every else (ost[applied], st[applied])
+    rows = np.arange(len(fr)) if every else np.flatnonzero(applied)
+    if o.size and (o.min() < 0 or np.any(o > s)):
+        i = int(rows[np.flatnonzero((o < 0) | (o > s))[0]])
+        raise bad(f"column 'outer_staleness': row {i} must lie in [0, staleness]")
+    if int(fr.max()) == 0 and not np.array_equal(o, s):
+        i = int(rows[np.flatnonzero(o != s)[0]])
+        raise bad(f"column 'outer_staleness': row {i} differs from staleness with one fragment")
+
+
+def _inner_blob(d: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **d)
+    return buf.getvalue()
+
+
+def _inner_lists(d: dict[str, np.ndarray]) -> list[list]:
+    return [d[k].tolist() for k in INNER_COLUMNS]
+
+
+def _inner_of(cols: dict[str, np.ndarray], meta: dict, source: str) -> dict[str, np.ndarray] | None:
+    """The inner table a loaded file carries (``None``: it has none), taken out of ``cols``/``meta``."""
+    raw = meta.pop("__inner_blob__", None)
+    if raw is not None:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    side = {k[len(_INNER_PREFIX):]: cols.pop(k) for k in list(cols) if k.startswith(_INNER_PREFIX)}
+    if side:
+        return side
+    lists = meta.pop("inner", None)
+    if lists is not None:
+        if not isinstance(lists, list) or len(lists) != len(INNER_COLUMNS):
+            raise TraceError("inner table: expected one list per column "
+                             f"({', '.join(INNER_COLUMNS)})", file=source)
+        return dict(zip(INNER_COLUMNS, lists))
+    return None
+
+
 def _format_of(path: Path) -> str:
     suf = path.suffix.lower()
     if suf in (".parquet", ".pq", ""):
@@ -504,9 +766,16 @@ def _coerce_columns(cols: dict[str, Any], source: str | None) -> dict[str, np.nd
     missing = [k for k in COLUMNS if k not in cols]
     if missing:
         raise TraceError(f"missing column(s): {', '.join(missing)}", file=source)
+    dtypes = COLUMNS
+    if any(k in cols for k in EXTRA_COLUMNS):  # a DiLoCo family trace: all four extra columns
+        lacking = [k for k in EXTRA_COLUMNS if k not in cols]
+        if lacking:
+            raise TraceError(f"missing column(s): {', '.join(lacking)} (the DiLoCo columns "
+                             f"{', '.join(EXTRA_COLUMNS)} come together)", file=source)
+        dtypes = {**COLUMNS, **EXTRA_COLUMNS}
     out: dict[str, np.ndarray] = {}
     n = None
-    for k, dt in COLUMNS.items():
+    for k, dt in dtypes.items():
         arr = np.asarray(cols[k])
         if arr.ndim != 1:
             raise TraceError(f"column {k!r} must be one-dimensional", file=source)
@@ -539,9 +808,15 @@ def _coerce_columns(cols: dict[str, Any], source: str | None) -> dict[str, np.nd
 def _read_parquet(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    raw = (table.schema.metadata or {}).get(_META_KEY)
+    # a DiLoCo trace's inner table rides in the footer's metadata: let the footer be as large as
+    # the file (pyarrow's default limit is 100 MB; thrift strings stop at 2 GiB)
+    limit = min(max(100_000_000, path.stat().st_size + (1 << 20)), _THRIFT_MAX)
+    table = pq.read_table(path, thrift_string_size_limit=limit)
+    kv = table.schema.metadata or {}
+    raw = kv.get(_META_KEY)
     meta = json.loads(raw) if raw else {}
+    if _INNER_KEY in kv and isinstance(meta, dict):
+        meta["__inner_blob__"] = kv[_INNER_KEY]
     cols = {name: table.column(name).to_numpy() for name in table.column_names}
     return cols, meta
 

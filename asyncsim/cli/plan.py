@@ -94,6 +94,8 @@ def plan_table(res, plan, width: int):
     if has_lr:
         wanted.append(("α*", "alpha_star"))
     wanted += [("τ p99", "staleness_p99")] + ([("final loss", "final_loss")] if has_train else [])
+    if any("time_per_outer_round" in r for r in rows):  # the DiLoCo family's outer level (docs/diloco.md)
+        wanted += [("s/round", "time_per_outer_round"), ("comm", "communication_fraction")]
 
     def cell(r, key):
         v = r.get(key)
@@ -144,7 +146,8 @@ def plan_table(res, plan, width: int):
 
 #: the order columns are shown in (whichever of them fit)
 _DISPLAY_ORDER = ("policy", "update_rate", "speedup_throughput", "stability_adjusted_speed", "staleness_mean",
-                  "staleness_p99", "alpha_star", "lr", "time_to_target", "speedup_to_target", "final_loss")
+                  "staleness_p99", "alpha_star", "lr", "time_to_target", "speedup_to_target", "final_loss",
+                  "time_per_outer_round", "communication_fraction")
 
 
 def _print_table(res, plan) -> None:
@@ -173,7 +176,12 @@ def _print_table(res, plan) -> None:
         cost = f", {_num(d.get('cost_to_target'))} {cur}" if d.get("cost_to_target") is not None else ""
         console.print(f"[bold]{label}:[/] {d['policy']}{' at ' + where if where else ''}: target in "
                       f"{_num(d['time_to_target'])} s{cost}")
-    n_warn = sum(1 for r in rows if r.get("warnings"))
+    from ..plan.point import DILOCO_MISSING
+
+    guarded = [r for r in rows if DILOCO_MISSING["stability"] in (r.get("warnings") or "")]
+    if guarded:
+        console.print(f"{len(guarded)} DiLoCo rows without α* or lr: {DILOCO_MISSING['stability']}")
+    n_warn = sum(1 for r in rows if r.get("warnings") and r not in guarded)
     if n_warn:
         console.print(f"{n_warn} rows where the stability criteria disagree (see the report); "
                       f"α* is the most conservative criterion")
@@ -189,8 +197,9 @@ def plan(
         None, "--vary", "-v", help="A dotted scenario path and its values, e.g. workers.0.count=4,8,16 "
         "(repeatable; the grid is their product)."),
     policies: Optional[str] = typer.Option(
-        None, "--policies", "-p", help="Comma list of async,sync,backup,k_async,ssp,round_robin,allreduce "
-        "(the baseline is always added). Default: the scenario's policy and the baseline."),
+        None, "--policies", "-p", help="Comma list of async,sync,backup,k_async,ssp,round_robin,allreduce,"
+        "local_sgd,diloco,streaming_diloco,async_diloco (the baseline is always added). Default: the "
+        "scenario's policy and the baseline."),
     until_target: bool = typer.Option(
         False, "--until-target", help="With --train and --time CAP: train each point only until it reaches the "
         "target (or its CAP seconds of trace end); every point gets the same simulated time."),

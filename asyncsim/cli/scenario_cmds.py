@@ -29,8 +29,10 @@ def validate(
         except ScenarioError as exc:
             results.append({"file": str(f), "ok": False, "error": str(exc), "problems": list(exc.problems)})
             continue
-        results.append({"file": str(f), "ok": True, "name": sc.name, "workers": sc.n_workers,
-                        "policy": sc.policy.kind})
+        r = {"file": str(f), "ok": True, "name": sc.name, "workers": sc.n_workers, "policy": sc.policy.kind}
+        if hasattr(sc.policy, "inner_steps"):  # the local SGD / DiLoCo family: its outer schedule
+            r.update(inner_steps=sc.policy.inner_steps, fragments=sc.policy.fragments)
+        results.append(r)
     bad = [r for r in results if not r["ok"]]
     if json_out:
         print_json({"ok": not bad, "files": results})
@@ -38,7 +40,9 @@ def validate(
         tty = sys.stdout.isatty()  # rich (colour) only for a terminal: it is a tenth of validate's start-up
         for r in results:
             if r["ok"]:
-                rest = f"  {r['file']}  ({r['name']}: {r['workers']} workers, {r['policy']})"
+                pol = r["policy"] + (f", H = {r['inner_steps']}" if "inner_steps" in r else "") + \
+                    (f", P = {r['fragments']}" if r.get("fragments", 1) > 1 else "")
+                rest = f"  {r['file']}  ({r['name']}: {r['workers']} workers, {pol})"
                 if tty:
                     from rich.markup import escape
 

@@ -64,6 +64,19 @@ def summary_table(title: str, s: dict) -> Table:
         ("worker utilisation mean (min)",
          f"{f(s['utilisation_mean'], '{:.1%}')} ({f(s['utilisation_min'], '{:.1%}')})"),
     ]
+    if "outer_updates" in s:  # the local SGD / DiLoCo family (docs/diloco.md)
+        # its rows are pseudo-gradients, its gradient rate counts inner gradients
+        rename = {"updates": "outer updates", "gradients computed": "pseudo-gradients",
+                  "gradient rate": "gradient rate (inner)", "time per update": "time per outer update"}
+        rows = [(rename.get(k, k), v) for k, v in rows]
+        rows += [
+            ("inner gradients", f(s["inner_gradients"], "{:,}")),
+            ("inner steps per second", f(s["inner_steps_per_second"], "{:.4g} /s")),
+            ("time per outer round", f(s["time_per_outer_round"], "{:.4g} s")),
+            ("communication fraction", f(s["communication_fraction"], "{:.1%}")),
+            ("outer staleness mean / max",
+             f"{f(s['outer_staleness_mean'])} / {f(s['outer_staleness_max'], '{}')}"),
+        ]
     for k, v in rows:
         t.add_row(k, v)
     return t

@@ -118,5 +118,6 @@ def simulate(
         scenario=sc.to_dict(),
         meta=meta,
         down_intervals=extra.get("down_intervals"),
+        inner=extra.get("inner"),
         validate=False,  # engine output: checked on every engine by tests/test_parity.py
     )

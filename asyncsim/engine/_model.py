@@ -518,6 +518,69 @@ class Model:
             "t_applied": f64(self._c_ta),
         }
 
+    # ------------------------------------------- DiLoCo family recording (issue 20)
+    #: the extra columns and the inner table (asyncsim.trace.EXTRA_COLUMNS, INNER_COLUMNS) of
+    #: the local SGD / DiLoCo policies: ColumnRecorders made by start_outer_recording, else None
+    outer_cols = None
+    inner_cols = None
+
+    def start_outer_recording(self) -> None:
+        """Make this run record the DiLoCo family's extra columns and inner table."""
+        from ..trace import EXTRA_COLUMNS, INNER_COLUMNS, ColumnRecorder
+
+        self.outer_cols = ColumnRecorder(EXTRA_COLUMNS)
+        self.inner_cols = ColumnRecorder(INNER_COLUMNS)
+
+    def applied_outer(self, workers: list[int], rv, tr, td: list[float], ost, ls, le, fragment: int,
+                      t: float) -> None:
+        """Record one outer update's rows (``workers``, ``td``: lists in row order; ``rv``, ``tr``,
+        ``ost`` (outer staleness), ``ls``, ``le`` (local_start, local_end): lists or one value
+        for all) applied at ``t`` to ``fragment``, then advance the version. O(rows)."""
+        if self.done:
+            return
+        k = len(workers)
+        step = self.version
+
+        def many(v):
+            return v if isinstance(v, list) else [v] * k
+
+        self._c_step.extend([step] * k)
+        self._c_worker.extend(workers)
+        self._c_rv.extend(many(rv))
+        self._c_tr.extend(many(tr))
+        self._c_td.extend(td)
+        self._c_ta.extend([t] * k)
+        self.outer_cols.extend(k, fragment=fragment, outer_staleness=ost, local_start=ls, local_end=le)
+        self._advance(step + 1, t)
+
+    def inner_steps(self, w: int, first: int, t_start, t_done) -> None:
+        """Record worker ``w``'s inner steps ``first``, ``first + 1``, ... (their start and end
+        times: arrays or floats). Rows ending after the run's end are trimmed by
+        :meth:`inner_table`. O(steps)."""
+        if self.done:
+            return
+        k = len(t_start) if hasattr(t_start, "__len__") else 1
+        self.inner_cols.extend(k, worker=w, local_step=np.arange(first, first + k), t_start=t_start,
+                               t_done=t_done)
+
+    def inner_step(self, w: int, step: int, t_start: float, t_done: float) -> None:
+        """:meth:`inner_steps` for one step (the per-event path). O(1)."""
+        if not self.done:
+            self.inner_cols.append(w, step, t_start, t_done)
+
+    def outer_columns(self) -> dict[str, np.ndarray]:
+        """The extra columns (empty dict when this run does not record them)."""
+        return {} if self.outer_cols is None else self.outer_cols.columns()
+
+    def inner_table(self, sim_time: float) -> dict[str, np.ndarray] | None:
+        """The inner-gradient table: steps that ended by ``sim_time``, ordered by (t_done, worker)."""
+        if self.inner_cols is None:
+            return None
+        d = self.inner_cols.columns()
+        keep = d["t_done"] <= sim_time
+        order = np.lexsort((d["local_step"][keep], d["worker"][keep], d["t_done"][keep]))
+        return {k: v[keep][order] for k, v in d.items()}
+
     # ----------------------------------------------------------------- network
     def transfer(self, w: int, route, hops: list):
         """Generator: one transfer of worker ``w`` along ``route`` (circuit model).

@@ -44,6 +44,9 @@ def finish(m):
     else:
         sim_time = float(m.t_last)
     extra = {"stalled": m.stalled}
+    if m.outer_cols is not None:  # the DiLoCo family's extra columns and inner table (asyncsim.trace)
+        cols.update(m.outer_columns())
+        extra["inner"] = m.inner_table(sim_time)
     if m.faults is not None:
         extra["down_intervals"] = m.down_intervals()
     return cols, sim_time, m.version, extra

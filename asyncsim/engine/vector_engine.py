@@ -111,6 +111,11 @@ def _why_round_robin(sc) -> str | None:
     return t if isinstance(t, str) else None
 
 
+#: the local SGD / DiLoCo family (asyncsim/policies/diloco.py): why the event engines run it
+_WHY_DILOCO = ("the local SGD / DiLoCo policies (local_sgd, diloco, streaming_diloco, async_diloco) run on "
+               "the event engines (they record inner steps and outer updates)")
+
+
 def why_not_vectorisable(sc) -> str | None:
     """``None`` if the vectorised engine supports ``sc``, else the reason (one line)."""
     if sc.faults:
@@ -118,6 +123,8 @@ def why_not_vectorisable(sc) -> str | None:
     if getattr(sc.policy, "timeout", None) is not None:
         return "sync with a timeout (the round may close early)"
     entry = _SUPPORT.get(sc.policy.kind)
+    if sc.policy.kind in ("local_sgd", "diloco", "streaming_diloco", "async_diloco"):
+        return _WHY_DILOCO
     if entry is None:
         return f"policy {sc.policy.kind!r} is not vectorised (workers wait on each other)"
     return entry[0](sc)

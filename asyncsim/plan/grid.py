@@ -13,7 +13,13 @@ of workers at that grid point):
 * ``backup``: ``aggregate = N − max(1, ⌊N/10⌋)`` (about 0.9·N, at least one
   backup worker; Chen et al. 2016 used ~5–10 % backups), and ``N`` when N = 1;
 * ``k_async``: ``k = ⌈N/2⌉`` (halfway between A-SGD, K = 1, and S-SGD-like K = N);
-* ``ssp``: ``bound = 3`` (a small bound, as in Ho et al. 2013).
+* ``ssp``: ``bound = 3`` (a small bound, as in Ho et al. 2013);
+* ``local_sgd``, ``diloco``, ``streaming_diloco``, ``async_diloco``: the
+  schema's defaults (H = 8; streaming_diloco P = 1 unless given, e.g.
+  ``--vary policy.fragments=2,4``). For them ``updates`` counts outer updates,
+  so compare them with other policies under ``--time`` (docs/diloco.md).
+  When the scenario's own policy is one of them, the others take its
+  ``inner_steps`` and ``algorithm``.
 
 When a policy kind equals the scenario's own ``policy.kind``, the scenario's
 parameters are kept. Varied ``policy.*`` keys apply to the policies whose
@@ -39,8 +45,9 @@ import yaml
 
 from .. import _yaml
 from ..errors import InputError, ScenarioError
-from ..scenario import (POLICY_KINDS, AllreducePolicy, AsyncPolicy, BackupPolicy, KAsyncPolicy, RoundRobinPolicy,
-                        Scenario, SSPPolicy, SyncPolicy, load_scenario, set_dotted, validate_scenario)
+from ..scenario import (DILOCO_KINDS, POLICY_KINDS, AllreducePolicy, AsyncDiLoCoPolicy, AsyncPolicy, BackupPolicy, DiLoCoPolicy,
+                        KAsyncPolicy, LocalSGDPolicy, RoundRobinPolicy, Scenario, SSPPolicy, StreamingDiLoCoPolicy,
+                        SyncPolicy, load_scenario, set_dotted, validate_scenario)
 
 __all__ = ["PlanSpec", "GridPoint", "Task", "parse_vary", "parse_value", "parse_policies", "expand",
            "load_plan_file", "policy_defaults", "POINT_FORMAT"]
@@ -49,7 +56,9 @@ __all__ = ["PlanSpec", "GridPoint", "Task", "parse_vary", "parse_value", "parse_
 POINT_FORMAT = 2
 
 _POLICY_MODELS = {"async": AsyncPolicy, "sync": SyncPolicy, "backup": BackupPolicy, "k_async": KAsyncPolicy,
-                  "ssp": SSPPolicy, "round_robin": RoundRobinPolicy, "allreduce": AllreducePolicy}
+                  "ssp": SSPPolicy, "round_robin": RoundRobinPolicy, "allreduce": AllreducePolicy,
+                  "local_sgd": LocalSGDPolicy, "diloco": DiLoCoPolicy, "streaming_diloco": StreamingDiLoCoPolicy,
+                  "async_diloco": AsyncDiLoCoPolicy}
 
 #: the S-SGD baselines a plan can compare against
 BASELINES = ("sync", "allreduce")
@@ -352,8 +361,15 @@ def point_key(scenario: dict[str, Any], settings: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+#: the DiLoCo family's fields that one kind of the family hands to another in a plan
+_DILOCO_SHARED = ("inner_steps", "algorithm")
+
+
 def _policy_fields(kind: str) -> set[str]:
-    return set(_POLICY_MODELS[kind].model_fields) - {"kind"}
+    fields = set(_POLICY_MODELS[kind].model_fields) - {"kind"}
+    if kind in DILOCO_KINDS and kind != "streaming_diloco":
+        fields -= {"fragments", "mixing"}  # (streaming_diloco's alone)
+    return fields
 
 
 def expand(plan: PlanSpec, sharpness: float | None = None) -> list[GridPoint]:
@@ -391,6 +407,9 @@ def expand(plan: PlanSpec, sharpness: float | None = None) -> list[GridPoint]:
                 pol = copy.deepcopy(base["policy"])
             else:
                 pol = {"kind": kind, **(policy_defaults(kind, n) if n else {})}
+                if kind in DILOCO_KINDS and base["policy"]["kind"] in DILOCO_KINDS:
+                    # the family shares the scenario's H (streaming's must stay a multiple of P)
+                    pol.update({f: base["policy"][f] for f in _DILOCO_SHARED if f in base["policy"]})
             for k, v in values.items():
                 if k in policy_keys and k.split(".")[1] in _policy_fields(kind):
                     pol[k.split(".")[1]] = v

@@ -67,9 +67,22 @@ def evaluate(task: Task) -> dict[str, Any]:
     summ = trace.summary()
     summary = {k: summ.get(k) for k in SUMMARY_KEYS}
     summary["staleness_pmf"] = list(summ.get("staleness_pmf") or [])[:256]
+    diloco = trace.has_outer_columns
+    if diloco:
+        # the outer-level quantities; summary["gradient_rate"] counts inner gradients (docs/diloco.md)
+        summary["outer"] = {k: summ.get(k) for k in OUTER_KEYS}
 
     a = _sharpness_of(s)
     criteria = tuple(s.get("criteria") or CRITERIA)
+    if diloco and not diloco_support("stability"):
+        t2 = time.perf_counter()
+        record = _guarded(task, summary, a, DILOCO_MISSING["stability"])
+        record["timing"] = {"simulate_s": t1 - t0, "stability_s": t2 - t1, "train_s": 0.0}
+        return record
+    if diloco:
+        # the outer recursion driven by the trace is the one criterion for these traces
+        # (asyncsim.stability.diloco): its α* is the inner one at the policy's outer parameters
+        criteria = ("trace",)
     rep = analyze(trace, criteria=criteria, optimizer=s.get("optimizer", "sgd"),
                   momentum=float(s.get("momentum", 0.0)), base_lr=s.get("base_lr"),
                   sharpness=s.get("sharpness") if s.get("base_lr") is None else None,
@@ -86,6 +99,10 @@ def evaluate(task: Task) -> dict[str, Any]:
                  # 95 % intervals of α* from the trace, per criterion (asyncsim.stability.uncertainty)
                  "alpha_star_ci": {k: [float(x) for x in v] for k, v in (getattr(rep, "alpha_star_ci", None)
                                                                          or {}).items()}}
+    dl = getattr(rep, "diloco", None)
+    if dl:  # the outer learning rate's bound at half the inner edge, and the policy's own
+        stability["outer_lr_max"] = dl.get("outer_lr_max")
+        stability["outer_lr"] = (dl.get("policy") or {}).get("outer_lr")
     lr_max = a_cons / a if (a is not None and a_cons is not None) else None
     lr = s.get("lr_fraction", 0.5) * lr_max if lr_max is not None else None
 
@@ -95,27 +112,71 @@ def evaluate(task: Task) -> dict[str, Any]:
     }
     tr = s.get("train")
     if tr is not None:
-        record["train"] = _train(trace, tr, s, lr, a)
+        if diloco and not diloco_support("train"):
+            record["train"] = _no_train(DILOCO_MISSING["train"])
+        else:
+            record["train"] = _train(trace, tr, s, lr, a)
     t3 = time.perf_counter()
     record["timing"] = {"simulate_s": t1 - t0, "stability_s": t2 - t1, "train_s": t3 - t2}
     return record
+
+
+#: the outer-level summary keys a DiLoCo family point records (Trace.outer_summary)
+OUTER_KEYS = ("outer_updates", "pseudo_gradients", "inner_gradients", "inner_steps_per_second",
+              "time_per_outer_round", "communication_fraction", "outer_staleness_mean", "outer_staleness_max",
+              "fragments")
+#: what a DiLoCo family point needs from the trainer and the stability analysis, and the note when absent
+_DILOCO_MODULES = {"stability": "asyncsim.stability.diloco", "train": "asyncsim.train.outer"}
+DILOCO_MISSING = {
+    "stability": "no stability analysis of DiLoCo traces in this build (asyncsim.stability.diloco is "
+                 "missing): no alpha* and no learning rate for this row",
+    "train": "no replay of DiLoCo traces in this build (asyncsim.train.outer is missing): no time to target",
+}
+
+
+def diloco_support(what: str) -> bool:
+    """Whether this build can analyse (``"stability"``) or replay (``"train"``) DiLoCo family traces.
+    Without it a DiLoCo row says so (``warnings``) instead of treating pseudo-gradients as gradients."""
+    import importlib.util
+
+    return importlib.util.find_spec(_DILOCO_MODULES[what]) is not None
+
+
+def _no_train(error: str) -> dict[str, Any]:
+    return {"error": error, "time_to_target": None, "final_loss": None, "diverged": False, "steps": 0,
+            "curve": {"sim_time": [], "loss": []}}
+
+
+def _guarded(task: Task, summary: dict[str, Any], a: float | None, note: str) -> dict[str, Any]:
+    """The record of a DiLoCo point without a stability analysis: timing only, the reason in warnings."""
+    s = task.settings
+    stability = {"alpha_star": {c: None for c in (s.get("criteria") or CRITERIA)}, "conservative": None,
+                 "alpha_star_conservative": None, "warnings": [note], "alpha_star_ci": {}}
+    return {"scenario": task.scenario, "settings": s, "summary": summary, "stability": stability,
+            "sharpness": a, "lr_max": None, "lr": None,
+            "train": None if s.get("train") is None else _no_train("no stable learning rate: " + note)}
 
 
 def _train(trace, tr: dict[str, Any], s: dict[str, Any], lr: float | None, a: float | None) -> dict[str, Any]:
     from ..train import replay
 
     if lr is None or not lr > 0:
-        return {"error": "no stable learning rate", "time_to_target": None, "final_loss": None,
-                "diverged": False, "steps": 0, "curve": {"sim_time": [], "loss": []}}
+        return _no_train("no stable learning rate")
     total = tr.get("steps") or int(trace.n_updates)
     total = min(int(total), int(trace.n_updates))
     kw: dict[str, Any] = {}
     if tr["dataset"] == "quadratic" and a is not None:
         kw["sharpness"] = a  # the quadratic's λ_max is the sharpness the lr was derived from
 
+    if trace.has_outer_columns:
+        # a DiLoCo trace: the inner optimizer is the policy's (the replay reads it from the trace)
+        kw["optimizer"] = None
+    else:
+        kw.update(optimizer=s.get("optimizer", "sgd"), momentum=float(s.get("momentum", 0.0)))
+
     def run(steps):
-        return replay(trace, dataset=tr["dataset"], model=tr.get("model"), optimizer=s.get("optimizer", "sgd"),
-                      lr=float(lr), momentum=float(s.get("momentum", 0.0)), steps=steps, seed=int(s["seed"]),
+        return replay(trace, dataset=tr["dataset"], model=tr.get("model"),
+                      lr=float(lr), steps=steps, seed=int(s["seed"]),
                       batch_size=int(tr.get("batch_size") or 32), log_every=max(1, steps // LOG_POINTS),
                       device="cpu", **kw)
 

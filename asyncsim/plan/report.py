@@ -31,10 +31,14 @@ SECTIONS = {"loss": "Loss vs simulated wall-clock", "vs-parameter": "Speed, stal
 
 #: One colour per policy, fixed so every figure agrees (colour-blind-safe Okabe–Ito palette).
 POLICY_COLORS = {"sync": "#000000", "async": "#E69F00", "backup": "#0072B2", "k_async": "#009E73",
-                 "ssp": "#CC79A7", "round_robin": "#D55E00", "allreduce": "#56B4E9"}
+                 "ssp": "#CC79A7", "round_robin": "#D55E00", "allreduce": "#56B4E9",
+                 # the DiLoCo family (past the palette's eight: its yellow, then distinct darker hues)
+                 "local_sgd": "#F0E442", "diloco": "#7F3C8D", "streaming_diloco": "#3969AC",
+                 "async_diloco": "#A5AA99"}
 POLICY_LABELS = {"sync": "S-SGD (sync)", "async": "A-SGD (async)", "backup": "backup workers",
                  "k_async": "K-async", "ssp": "SSP", "round_robin": "round robin",
-                 "allreduce": "S-SGD (all-reduce)"}
+                 "allreduce": "S-SGD (all-reduce)", "local_sgd": "local SGD", "diloco": "DiLoCo",
+                 "streaming_diloco": "streaming DiLoCo", "async_diloco": "async DiLoCo"}
 MAX_LOSS_PANELS = 12
 MAX_ROWS_OF_PANELS = 4
 

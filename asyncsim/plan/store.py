@@ -37,6 +37,9 @@ TABLE_COLUMNS = (
     "alpha_star_mean", "alpha_star_mean_square", "alpha_star_trace", "alpha_star", "alpha_star_lo", "alpha_star_hi",
     "criterion", "lr_max", "lr", "lr_lo", "lr_hi", "baseline", "speedup_throughput", "stability_adjusted_speed",
 )
+#: the DiLoCo family's outer-level columns (rows of other policies leave them out)
+OUTER_COLUMNS = ("outer_updates", "inner_gradients", "step_rate", "time_per_outer_round", "communication_fraction",
+                 "outer_staleness_mean", "outer_staleness_max", "outer_lr_max")
 TRAIN_COLUMNS = ("time_to_target", "steps_to_target", "final_loss", "diverged", "speedup_to_target")
 COST_COLUMNS = ("cost_per_hour", "cost_per_1k_updates")
 TRAIN_COST_COLUMNS = ("cost_to_target",)
@@ -121,7 +124,9 @@ def build_rows(points: list[GridPoint], records: dict[str, dict[str, Any]],
     baseline's (gradients, not updates: one S-SGD update averages N of them),
     ``speedup_to_target`` = the baseline's time to target ÷ this row's,
     ``stability_adjusted_speed`` = (update rate × recommended lr) ÷ the baseline's: the
-    first-order progress per second (see :func:`stability_adjusted_speed`)."""
+    first-order progress per second (see :func:`stability_adjusted_speed`). For the local
+    SGD / DiLoCo family the gradient rate counts inner gradients and the rows carry
+    :data:`OUTER_COLUMNS`."""
     rows: list[dict[str, Any]] = []
     for gp in points:
         rec = records[gp.task.key]
@@ -154,6 +159,21 @@ def build_rows(points: list[GridPoint], records: dict[str, dict[str, Any]],
             "warnings": " | ".join(st.get("warnings") or []),
             "key": gp.task.key,
         })
+        outer = s.get("outer")
+        if outer:  # a DiLoCo family row (docs/diloco.md)
+            n = max(gp.n_workers, 1)
+            row.update({
+                "outer_updates": int(outer.get("outer_updates") or 0),
+                "inner_gradients": int(outer.get("inner_gradients") or 0),
+                # inner steps per worker per second (see stability_adjusted_speed)
+                "step_rate": _f(outer.get("inner_steps_per_second")) / n,
+                "time_per_outer_round": _f(outer.get("time_per_outer_round")),
+                "communication_fraction": _f(outer.get("communication_fraction")),
+                "outer_staleness_mean": _f(outer.get("outer_staleness_mean")),
+                "outer_staleness_max": _f(outer.get("outer_staleness_max")),
+                # the largest stable outer lr at half the inner edge (asyncsim.stability.diloco)
+                "outer_lr_max": _f(st.get("outer_lr_max")),
+            })
         tr = rec.get("train")
         if tr is not None:
             row.update({
@@ -209,7 +229,11 @@ def stability_adjusted_speed(row: dict[str, Any], base: dict[str, Any] | None) -
     sharpness. A-SGD gains updates per second and pays in α*: this number weighs the two."""
     if not base:
         return float("nan")
-    u, a = row.get("update_rate"), row.get("alpha_star")
+    # a DiLoCo row's steps are its inner steps per worker per second (``step_rate``; one round of
+    # local SGD moves H steps' worth at first order) and its α* the inner one; the outer
+    # optimizer's lr and momentum are not credited (they change the constant, not the rate, and
+    # the inner optimizer need not be SGD: the time to target is the measure for them)
+    u, a = row.get("step_rate", row.get("update_rate")), row.get("alpha_star")
     u0, a0 = base.get("update_rate"), base.get("alpha_star")
     if not all(_finite(x) for x in (u, a, u0, a0)) or u0 <= 0 or a0 <= 0:
         return float("nan")
@@ -312,7 +336,7 @@ def column_order(rows: list[dict[str, Any]], vary_keys: list[str]) -> list[str]:
     """Varied keys, then the metric columns present, then anything else."""
     present = set().union(*(r.keys() for r in rows)) if rows else set()
     cols = [k for k in vary_keys if k in present]
-    for group in (TABLE_COLUMNS, TRAIN_COLUMNS, COST_COLUMNS, TRAIN_COST_COLUMNS):
+    for group in (TABLE_COLUMNS, OUTER_COLUMNS, TRAIN_COLUMNS, COST_COLUMNS, TRAIN_COST_COLUMNS):
         cols += [c for c in group if c in present and c not in cols]
     cols += [c for c in ("grid_point", "warnings", "key") if c in present and c not in cols]
     cols += sorted(present - set(cols))

@@ -84,6 +84,18 @@ class Policy:
         m.cur[w] = None
         return rv, t_read, t_done
 
+    @staticmethod
+    def push_and_apply(m, w: int, push, push_hops):
+        """Generator: push worker ``w``'s result to the server (``push`` route, or none), take
+        the server (FIFO) and wait one apply draw. The caller records the update, then
+        calls ``m.release_server()``."""
+        if push is not None:
+            yield from m.transfer(w, push, push_hops)
+        yield from m.acquire_server()
+        d = m.apply_next()
+        if d > 0.0:
+            yield m.env.timeout(d)
+
     def worker(self, m, w: int):  # pragma: no cover - abstract
         """Generator: worker ``w``'s process."""
         raise NotImplementedError

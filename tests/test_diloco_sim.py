@@ -335,7 +335,6 @@ def test_plan_compares_the_family_on_inner_gradient_rates(tmp_path):
     the outer-level columns are reported; varied H reaches every kind of the family, and
     fragments only streaming_diloco."""
     from asyncsim.plan import PlanSpec, SerialBackend, expand, run_plan
-    from asyncsim.plan.point import DILOCO_MISSING, diloco_support
 
     n, t, params = 4, 0.5, 1_000_000
     sc = scen("streaming_diloco", n=n, compute=t, net=STAR, params=params, inner_steps=4, fragments=2,
@@ -362,20 +361,17 @@ def test_plan_compares_the_family_on_inner_gradient_rates(tmp_path):
         assert dl["speedup_throughput"] == pytest.approx(dl["gradient_rate"] / base["gradient_rate"], rel=1e-12)
         assert dl["communication_fraction"] > 0 and dl["time_per_outer_round"] > h * t
         assert rows[(h, "async_diloco")]["outer_staleness_max"] >= 1
-        if diloco_support("stability"):
-            # synchronous DiLoCo's trace criterion is the closed form's α* (staleness 0), and the
-            # row's lr is lr_fraction · α*/a with a = 2/base_lr, the inner learning rate
-            from asyncsim.stability.diloco import diloco_alpha_star
+        # synchronous DiLoCo's trace criterion is the closed form's α* (staleness 0), and the
+        # row's lr is lr_fraction · α*/a with a = 2/base_lr, the inner learning rate
+        from asyncsim.stability.diloco import diloco_alpha_star
 
-            assert dl["alpha_star"] == pytest.approx(diloco_alpha_star(h, 0.7, 0.9, True), rel=1e-5)
-            assert dl["lr"] == pytest.approx(0.5 * dl["alpha_star"] / (2 / 0.1), rel=1e-12)
-            assert dl["criterion"] == "trace" and math.isfinite(dl["outer_lr_max"])
-            # first-order progress: inner steps per worker per second × α*, against updates/s × α*
-            assert dl["step_rate"] == pytest.approx(inner / n / 40.0, rel=1e-12)
-            assert dl["stability_adjusted_speed"] == pytest.approx(
-                dl["step_rate"] * dl["alpha_star"] / (base["update_rate"] * base["alpha_star"]), rel=1e-12)
-        else:
-            assert math.isnan(dl["lr"]) and DILOCO_MISSING["stability"] in dl["warnings"]
+        assert dl["alpha_star"] == pytest.approx(diloco_alpha_star(h, 0.7, 0.9, True), rel=1e-5)
+        assert dl["lr"] == pytest.approx(0.5 * dl["alpha_star"] / (2 / 0.1), rel=1e-12)
+        assert dl["criterion"] == "trace" and math.isfinite(dl["outer_lr_max"])
+        # first-order progress: inner steps per worker per second × α*, against updates/s × α*
+        assert dl["step_rate"] == pytest.approx(inner / n / 40.0, rel=1e-12)
+        assert dl["stability_adjusted_speed"] == pytest.approx(
+            dl["step_rate"] * dl["alpha_star"] / (base["update_rate"] * base["alpha_star"]), rel=1e-12)
 
 
 def test_validate_shows_the_outer_schedule(tmp_path):
@@ -432,10 +428,6 @@ def test_simulated_local_sgd_h1_replays_as_allreduce_sgd():
     simulated on the same cluster as all-reduce S-SGD (no network: the same round times), replays
     to S-SGD's loss curve on the quadratic (same minibatch keys), and every DiLoCo kind's simulated
     trace replays (the replay accepts every row the simulator writes)."""
-    from asyncsim.plan.point import diloco_support
-
-    if not diloco_support("train"):
-        pytest.skip("no DiLoCo replay in this build (asyncsim.train.outer)")
     from asyncsim.train import replay
 
     comp = {"dist": "lognormal", "mean": 0.3, "cv": 0.4}

@@ -312,19 +312,14 @@ def test_dropout_is_seeded_per_inner_step_and_buffers_are_refused():
 
 
 def _simulated(policy: dict, updates: int, seed: int = 3):
-    """A simulated DiLoCo-family trace, or a skip while the simulator lacks the policy."""
+    """A simulated DiLoCo-family trace."""
     import asyncsim
-    from asyncsim.errors import ScenarioError
     from asyncsim.scenario import validate_scenario
 
     d = {"name": "diloco-sim", "seed": 1, "workers": [{"count": 4, "compute": {"dist": "lognormal", "mean": 1.0,
                                                                                 "cv": 0.3}}],
          "policy": policy, "stop": {"updates": updates}}
-    try:
-        sc = validate_scenario(d, source="<test>")
-    except ScenarioError as exc:
-        pytest.skip(f"the simulator has no {policy['kind']} policy yet ({exc})")
-    return asyncsim.simulate(sc, updates=updates, seed=seed)
+    return asyncsim.simulate(validate_scenario(d, source="<test>"), updates=updates, seed=seed)
 
 
 def test_simulated_streaming_trace_replays_its_own_merges():

@@ -74,11 +74,6 @@ def evaluate(task: Task) -> dict[str, Any]:
 
     a = _sharpness_of(s)
     criteria = tuple(s.get("criteria") or CRITERIA)
-    if diloco and not diloco_support("stability"):
-        t2 = time.perf_counter()
-        record = _guarded(task, summary, a, DILOCO_MISSING["stability"])
-        record["timing"] = {"simulate_s": t1 - t0, "stability_s": t2 - t1, "train_s": 0.0}
-        return record
     if diloco:
         # the outer recursion driven by the trace is the one criterion for these traces
         # (asyncsim.stability.diloco): its α* is the inner one at the policy's outer parameters
@@ -112,10 +107,7 @@ def evaluate(task: Task) -> dict[str, Any]:
     }
     tr = s.get("train")
     if tr is not None:
-        if diloco and not diloco_support("train"):
-            record["train"] = _no_train(DILOCO_MISSING["train"])
-        else:
-            record["train"] = _train(trace, tr, s, lr, a)
+        record["train"] = _train(trace, tr, s, lr, a)
     t3 = time.perf_counter()
     record["timing"] = {"simulate_s": t1 - t0, "stability_s": t2 - t1, "train_s": t3 - t2}
     return record
@@ -125,36 +117,11 @@ def evaluate(task: Task) -> dict[str, Any]:
 OUTER_KEYS = ("outer_updates", "pseudo_gradients", "inner_gradients", "inner_steps_per_second",
               "time_per_outer_round", "communication_fraction", "outer_staleness_mean", "outer_staleness_max",
               "fragments")
-#: what a DiLoCo family point needs from the trainer and the stability analysis, and the note when absent
-_DILOCO_MODULES = {"stability": "asyncsim.stability.diloco", "train": "asyncsim.train.outer"}
-DILOCO_MISSING = {
-    "stability": "no stability analysis of DiLoCo traces in this build (asyncsim.stability.diloco is "
-                 "missing): no alpha* and no learning rate for this row",
-    "train": "no replay of DiLoCo traces in this build (asyncsim.train.outer is missing): no time to target",
-}
-
-
-def diloco_support(what: str) -> bool:
-    """Whether this build can analyse (``"stability"``) or replay (``"train"``) DiLoCo family traces.
-    Without it a DiLoCo row says so (``warnings``) instead of treating pseudo-gradients as gradients."""
-    import importlib.util
-
-    return importlib.util.find_spec(_DILOCO_MODULES[what]) is not None
 
 
 def _no_train(error: str) -> dict[str, Any]:
     return {"error": error, "time_to_target": None, "final_loss": None, "diverged": False, "steps": 0,
             "curve": {"sim_time": [], "loss": []}}
-
-
-def _guarded(task: Task, summary: dict[str, Any], a: float | None, note: str) -> dict[str, Any]:
-    """The record of a DiLoCo point without a stability analysis: timing only, the reason in warnings."""
-    s = task.settings
-    stability = {"alpha_star": {c: None for c in (s.get("criteria") or CRITERIA)}, "conservative": None,
-                 "alpha_star_conservative": None, "warnings": [note], "alpha_star_ci": {}}
-    return {"scenario": task.scenario, "settings": s, "summary": summary, "stability": stability,
-            "sharpness": a, "lr_max": None, "lr": None,
-            "train": None if s.get("train") is None else _no_train("no stable learning rate: " + note)}
 
 
 def _train(trace, tr: dict[str, Any], s: dict[str, Any], lr: float | None, a: float | None) -> dict[str, Any]:

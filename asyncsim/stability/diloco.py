@@ -503,7 +503,8 @@ def plot_region(region: dict[str, Any], path, title: str | None = None):
     y = np.array([np.nan if v is None else v for v in region["outer_lr_max"]], dtype=float)
     fig, ax = plt.subplots(figsize=(6, 4))
     top = np.nanmax(y[np.isfinite(y)]) * 1.2 if np.isfinite(y).any() else 1.0
-    ax.fill_between(x, 0, np.minimum(np.nan_to_num(y, nan=top), top), alpha=0.25, label="stable")
+    # (no bound: c = 0, a marginal point such as α = 2 for even H, where no outer lr converges; shaded as unstable)
+    ax.fill_between(x, 0, np.where(np.isfinite(y), np.minimum(y, top), 0.0), alpha=0.25, label="stable")
     ax.plot(x, y, lw=1.5, label=f"outer lr bound ({region['method']})")
     if region.get("closed_form_synchronous"):
         ax.plot(x, [np.nan if v is None else v for v in region["closed_form_synchronous"]], ls="--",

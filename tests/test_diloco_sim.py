@@ -7,6 +7,7 @@ table), the schema's errors and the trace's new columns in every format.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -372,6 +373,33 @@ def test_plan_compares_the_family_on_inner_gradient_rates(tmp_path):
         assert dl["step_rate"] == pytest.approx(inner / n / 40.0, rel=1e-12)
         assert dl["stability_adjusted_speed"] == pytest.approx(
             dl["step_rate"] * dl["alpha_star"] / (base["update_rate"] * base["alpha_star"]), rel=1e-12)
+
+
+def test_plan_report_draws_each_diloco_rows_stable_region(tmp_path):
+    """plan reports the stable region in (η, η_o) of every DiLoCo row: the record carries the one
+    `asyncsim stability` computes on the row's own trace, and the report draws it."""
+    from asyncsim.plan import PlanSpec, SerialBackend, run_plan
+    from asyncsim.stability import analyze
+
+    sc = scen("diloco", n=4, compute={"dist": "lognormal", "mean": 0.5, "cv": 0.3}, net=STAR, params=1_000_000,
+              inner_steps=4, time=60.0)
+    plan = PlanSpec(sc, policies=["diloco", "async_diloco"], time=60.0, base_lr=0.1, baseline="allreduce",
+                    criteria="mean")
+    res = run_plan(plan, tmp_path / "out", SerialBackend(), report=True)
+    assert (tmp_path / "out" / "figures" / "diloco-regions.png").stat().st_size > 1000
+    assert "Stable regions of the DiLoCo rows" in (tmp_path / "out" / "report.md").read_text()
+    store = tmp_path / "out" / "points"
+    recs = [json.loads(f.read_text()) for f in store.rglob("*.json")]
+    by_policy = {r["scenario"]["policy"]["kind"]: r for r in recs}
+    for kind in ("diloco", "async_diloco"):
+        rec = by_policy[kind]
+        tr = simulate(load_scenario(rec["scenario"]), time=60.0)
+        want = analyze(tr, base_lr=0.1).diloco["stable_region"]
+        got = rec["stability"]["stable_region"]
+        assert got["method"] == want["method"] == ("closed-form" if kind == "diloco" else "trace")
+        np.testing.assert_allclose(np.array(got["outer_lr_max"], dtype=float),
+                                   np.array(want["outer_lr_max"], dtype=float), rtol=1e-12)
+    assert len(res.rows) == 3
 
 
 def test_validate_shows_the_outer_schedule(tmp_path):

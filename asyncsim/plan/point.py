@@ -98,6 +98,8 @@ def evaluate(task: Task) -> dict[str, Any]:
     if dl:  # the outer learning rate's bound at half the inner edge, and the policy's own
         stability["outer_lr_max"] = dl.get("outer_lr_max")
         stability["outer_lr"] = (dl.get("policy") or {}).get("outer_lr")
+        # the stable region in (inner α or η, outer lr): the report's DiLoCo figure
+        stability["stable_region"] = dl.get("stable_region")
     lr_max = a_cons / a if (a is not None and a_cons is not None) else None
     lr = s.get("lr_fraction", 0.5) * lr_max if lr_max is not None else None
 

@@ -27,7 +27,8 @@ from .._io import atomic_path, atomic_write_text
 __all__ = ["write_report", "pareto_front", "SECTIONS"]
 
 SECTIONS = {"loss": "Loss vs simulated wall-clock", "vs-parameter": "Speed, staleness and stable learning rate",
-            "pareto": "Pareto front", "table": "Results table", "warnings": "Stability criteria warnings"}
+            "pareto": "Pareto front", "diloco-regions": "Stable regions of the DiLoCo rows",
+            "table": "Results table", "warnings": "Stability criteria warnings"}
 
 #: One colour per policy, fixed so every figure agrees (colour-blind-safe Okabe–Ito palette).
 POLICY_COLORS = {"sync": "#000000", "async": "#E69F00", "backup": "#0072B2", "k_async": "#009E73",
@@ -361,6 +362,46 @@ def _pareto_figure(rows, vary_keys, has_train, currency: str = "USD"):
 
 
 # ------------------------------------------------------------------ text
+def _regions_figure(rows, regions, vary_keys) -> bytes | None:
+    """The DiLoCo rows' stable regions (asyncsim.stability.diloco): the largest stable outer lr
+    against the inner learning rate (or α = a·η without a sharpness), one line per row, and the
+    row's own (lr, outer lr) as a dot: a dot under its line is stable."""
+    here = [r for r in rows if (regions or {}).get(r["key"])]
+    if not here:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    use_eta = all(regions[r["key"]].get("eta") for r in here)
+    styles = ["-", "--", ":", "-."]
+    top = 0.0
+    for i, r in enumerate(here):
+        reg = regions[r["key"]]
+        x = [float(v) for v in (reg["eta"] if use_eta else reg["alpha"])]
+        y = [float("nan") if v is None else float(v) for v in reg["outer_lr_max"]]
+        lab = POLICY_LABELS.get(r["policy"], r["policy"]) + (f" ({_point_label({k: r.get(k) for k in vary_keys})})"
+                                                              if vary_keys else "")
+        color = POLICY_COLORS.get(r["policy"])
+        ax.plot(x, y, styles[i % 4], color=color, label=lab, lw=1.5)
+        top = max([top] + [v for v in y if _finite(v)])
+        own = r.get("lr") if use_eta else r.get("alpha_star")
+        if _finite(own) and _finite(reg.get("outer_lr")):
+            ax.plot([own * (1.0 if use_eta else 0.5)], [reg["outer_lr"]], "o", color=color, ms=5)
+            top = max(top, float(reg["outer_lr"]))
+    ax.set_xlabel("inner learning rate η" if use_eta else "inner α = a·η")
+    ax.set_ylabel("largest stable outer learning rate")
+    lows = [float(v) for r in here for v in regions[r["key"]]["outer_lr_max"] if _finite(v) and v > 0]
+    if lows and top > 20 * min(lows):  # (async rows' bounds can sit orders of magnitude below the others)
+        ax.set_yscale("log")
+        _plain_log(ax)
+    else:
+        ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("DiLoCo rows: stable below each line (dot: the row's lr and outer lr)", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def _warnings(rows, vary_keys) -> list[tuple[str, list[str]]]:
     groups: dict[str, list[str]] = {}
     for r in rows:
@@ -453,7 +494,7 @@ def decision_lines(meta: dict[str, Any], vary_keys: list[str]) -> list[str]:
 
 
 def write_report(out_dir: str | Path, rows: list[dict[str, Any]], curves: dict[str, dict], *,
-                 vary_keys: list[str], meta: dict[str, Any]) -> dict[str, Path]:
+                 vary_keys: list[str], meta: dict[str, Any], regions: dict[str, dict] | None = None) -> dict[str, Path]:
     """Write ``report.html``, ``report.md`` and ``figures/*.png`` under ``out_dir``; return their paths."""
     out = Path(out_dir)
     rows = [dict(r) for r in rows]  # (the figures add derived values; the caller's rows stay as they are)
@@ -464,6 +505,7 @@ def write_report(out_dir: str | Path, rows: list[dict[str, Any]], curves: dict[s
     figs["loss"] = _loss_figure(rows, curves, vary_keys, target) if has_train else None
     figs["vs-parameter"] = _vs_parameter_figure(rows, vary_keys, has_lr)
     figs["pareto"], panels = _pareto_figure(rows, vary_keys, has_train, str(meta.get("currency") or "USD"))
+    figs["diloco-regions"] = _regions_figure(rows, regions, vary_keys)
     paths: dict[str, Path] = {}
     for name, png in figs.items():
         if png is not None:
@@ -516,6 +558,11 @@ def write_report(out_dir: str | Path, rows: list[dict[str, Any]], curves: dict[s
                            if items else f"<p class='note'>No row has both {html.escape(ylab)} and "
                            f"{html.escape(xlab)} (e.g. no policy reached the target).</p>")
     sec.append(f"<h2 id='pareto'>{SECTIONS['pareto']}</h2>" + img("pareto", "Pareto front") + "".join(fronts_html))
+    if figs.get("diloco-regions") is not None:
+        sec.append(f"<h2 id='diloco-regions'>{SECTIONS['diloco-regions']}</h2><p>The outer recursion of each "
+                   f"local SGD / DiLoCo row, driven by its trace: the largest stable outer learning rate at each "
+                   f"inner one (<code>asyncsim stability --trace</code> gives the same per trace).</p>"
+                   + img("diloco-regions", "stable regions of the DiLoCo rows"))
     sec.append(f"<h2 id='table'>{SECTIONS['table']}</h2><p class='note'>Also in <code>results.parquet</code>. "
                f"speedup_throughput: gradient rate ÷ the baseline's ({html.escape(str(meta.get('baseline')))}) "
                f"at the same grid point"
@@ -553,6 +600,8 @@ def write_report(out_dir: str | Path, rows: list[dict[str, Any]], curves: dict[s
         md += [f"- {r['policy']} at {_point_label({k: r.get(k) for k in vary_keys})}: {ylab} {_fmt(r.get(ykey))}, "
                f"{xlab} {_fmt(r.get(xkey))}" for r in (rows[i] for i in front)] or ["- _no row has both numbers_"]
         md += [""]
+    if "diloco-regions" in paths:
+        md += [f"## {SECTIONS['diloco-regions']}", "", "![stable regions](figures/diloco-regions.png)", ""]
     md += ["", f"## {SECTIONS['table']}", "", _md_table(rows, cols), ""]
     md += [f"## {SECTIONS['warnings']}", ""]
     md += [f"- **{w}**" for w in plan_warns]

@@ -125,7 +125,8 @@ def run_plan(plan: PlanSpec, out_dir: str | Path, backend: Backend | None = None
         from .report import write_report
 
         curves = {k: (r.get("train") or {}).get("curve") for k, r in records.items()}
-        rp = write_report(out, rows, curves, vary_keys=plan.vary_keys, meta=meta)
+        regions = {k: (r.get("stability") or {}).get("stable_region") for k, r in records.items()}
+        rp = write_report(out, rows, curves, vary_keys=plan.vary_keys, meta=meta, regions=regions)
         paths["report_html"], paths["report_md"] = rp["html"], rp["md"]
     return PlanResult(out, rows, points, computed=len(todo), skipped=skipped, sharpness=a, paths=paths,
                       wall_s=time.perf_counter() - t0, warnings=meta["warnings"], decision=meta.get("decision"))

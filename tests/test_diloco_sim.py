@@ -322,7 +322,7 @@ def test_simulate_json_keys(tmp_path):
     f = tmp_path / "s.yaml"
     f.write_text("workers: [{count: 4, compute: {dist: constant, value: 0.5}}]\n"
                  "policy: {kind: diloco, inner_steps: 10}\nstop: {updates: 3}\n")
-    code, stdout, err = cli(["simulate", str(f), "--json"])
+    code, stdout, err = cli(["simulate", str(f), "--json", "--out", str(tmp_path / "t.parquet")])
     assert code == 0, err
     out = json.loads(stdout)
     assert out["outer_updates"] == 3 and out["inner_gradients"] == 120 and out["pseudo_gradients"] == 12

@@ -259,8 +259,13 @@ def _burn(plan: OuterPlan, burn_in: float) -> int:
     momentum buffer (~1/(1−μ) updates) and of the workers' first contributions (~N), up to half the
     trace (on a short trace the buffer building up from 0 read as growth and made small outer lrs
     look unstable)."""
-    floor = min(plan.T // 2, math.ceil(3.0 / (1.0 - plan.policy.outer_momentum)) + plan.n_workers)
-    return min(max(int(burn_in * plan.T), floor), plan.T - 1)
+    return min(max(int(burn_in * plan.T), min(plan.T // 2, _transient(plan))), plan.T - 1)
+
+
+def _transient(plan: OuterPlan) -> int:
+    """Outer updates the momentum buffer and the workers' first contributions take to settle:
+    3/(1−μ) + N. A trace needs twice this many for :func:`_burn` to leave them out."""
+    return math.ceil(3.0 / (1.0 - plan.policy.outer_momentum)) + plan.n_workers
 
 
 def resolution(plan: OuterPlan, burn_in: float = 0.1) -> float:
@@ -425,7 +430,9 @@ def analyze_diloco(trace, sharpness: float | None = None, base_lr: float | None 
         # the smallest λ the trace criterion calls unstable, and the updates it measured over
         "resolution": None if sync else resolution(plan),
         "updates_measured": None if sync else int(plan.T - _burn(plan, 0.1)),
-        "short": (not sync) and plan.T // 2 < math.ceil(3.0 / (1.0 - mu)) + plan.n_workers,
+        # fewer than this many outer updates and the transient leaks into λ (`short`)
+        "updates_needed": None if sync else 2 * _transient(plan),
+        "short": (not sync) and plan.T // 2 < _transient(plan),
     }
 
 
@@ -476,10 +483,9 @@ def diloco_report(trace, criteria=("trace",), base_lr: float | None = None, shar
     if d["method"] == "closed-form":
         notes.insert(0, "synchronous rounds: α* is the closed form (exact for every such trace)")
     elif d["short"]:
-        need = 2 * (math.ceil(3.0 / (1.0 - d["policy"]["outer_momentum"])) + int(trace.n_workers))
         notes.insert(0, f"only {d['updates_analysed']:,} outer updates: the trace criterion measured growth over "
                         f"{d['updates_measured']:,} of them, too few to outlast the outer momentum's transient; "
-                        f"bounds are uncertain (simulate at least {need:,} outer updates)")
+                        f"bounds are uncertain (simulate at least {d['updates_needed']:,} outer updates)")
     elif d["updates_analysed"] < trace.n_updates:
         notes.insert(0, f"the trace criterion used the first {d['updates_analysed']:,} of {trace.n_updates:,} "
                         f"outer updates")

@@ -58,6 +58,14 @@ class Streams:
         keys[:, 0], keys[:, 1], keys[:, 2] = _DOMAINS["worker"], np.arange(n), _PURPOSES[purpose]
         return stream_set(self.seed, keys)
 
+    def worker_states(self, n: int, purpose: str = "compute") -> tuple[np.ndarray, ...] | None:
+        """The PCG64 states :meth:`worker_set` starts from, as four columns (state
+        low, high, inc low, high: :func:`pcg64_columns`), without the set; ``None``
+        where there would be no set."""
+        keys = np.empty((n, 3), dtype=np.int64)
+        keys[:, 0], keys[:, 1], keys[:, 2] = _DOMAINS["worker"], np.arange(n), _PURPOSES[purpose]
+        return pcg64_columns(self.seed, keys) if _sets_match(keys) else None
+
     def worker_streams(self, n: int, purpose: str = "compute") -> "StreamSet | GeneratorSet":
         """:meth:`worker_set`, or where there is none the same interface over
         :meth:`workers`' generators."""
@@ -96,7 +104,12 @@ def _words(x: int) -> list[int]:
 
 def _seed_states(seed: int, keys: np.ndarray) -> np.ndarray:
     """PCG64's four 64-bit seed words, ``SeedSequence(seed, spawn_key=key)
-    .generate_state(4, np.uint64)``, for each row of ``keys`` (each < 2**32).
+    .generate_state(4, np.uint64)``, for each row of ``keys`` (each < 2**32)."""
+    return _seed_words(seed, keys).T.copy()
+
+
+def _seed_words(seed: int, keys: np.ndarray) -> np.ndarray:
+    """:func:`_seed_states` as four rows (word, key): ``_seed_states(...).T``.
 
     The pool is first filled and mixed from the seed's words alone, the same
     for every key: that part is done once on Python ints. Each later word is
@@ -133,29 +146,54 @@ def _seed_states(seed: int, keys: np.ndarray) -> np.ndarray:
         for dst in range(_POOL):
             if src != dst:
                 pool[dst] = mix_int(pool[dst], hashmix_int(pool[src]))
-    words = run[_POOL:] + [keys[:, j].astype(np.uint32) for j in range(keys.shape[1])]
-    P = np.empty((_POOL, k), dtype=np.uint32)
-    P[:] = np.array(pool, dtype=np.uint32)[:, None]
+    words = run[_POOL:] + [keys[:, j] for j in range(keys.shape[1])]
     s16 = np.uint32(_XSHIFT)
     ml, mr = np.uint32(_MIX_L), np.uint32(_MIX_R)
+    P = V = T = None  # the pool as (4, keys) columns from the first word that differs between keys
     for w in words:
         c = consts(_POOL)  # one hashmix of the same word per pool word, in pool order
-        xa = np.array([x for x, _ in c], dtype=np.uint32)[:, None]
-        ma = np.array([m for _, m in c], dtype=np.uint32)[:, None]
-        v = (np.asarray(w, dtype=np.uint32) ^ xa) * ma
-        v ^= v >> s16
-        r = ml * P - mr * v
-        P = r ^ (r >> s16)
+        if not isinstance(w, int) and len(w) and bool(np.all(w == w[0])):
+            w = int(w[0])  # (a word the same for every key: hashed once, on ints)
+        if isinstance(w, int):
+            hv = [(((w ^ x) * m) & _M32) for x, m in c]
+            hv = [v ^ (v >> _XSHIFT) for v in hv]
+            if P is None:
+                pool = [mix_int(pool[i], hv[i]) for i in range(_POOL)]
+                continue
+            v = np.array([(_MIX_R * v) & _M32 for v in hv], dtype=np.uint32)[:, None]
+        else:
+            if P is None:  # (in place from here: fresh pages cost more than the arithmetic)
+                P = np.empty((_POOL, k), dtype=np.uint32)
+                P[:] = np.array(pool, dtype=np.uint32)[:, None]
+                V, T = np.empty_like(P), np.empty_like(P)
+            xa = np.array([x for x, _ in c], dtype=np.uint32)[:, None]
+            ma = np.array([m for _, m in c], dtype=np.uint32)[:, None]
+            v = np.bitwise_xor(np.asarray(w, dtype=np.uint32), xa, out=V)
+            v *= ma
+            v ^= np.right_shift(v, s16, out=T)
+            v *= mr
+        r = np.multiply(P, ml, out=P)
+        r -= v  # ml * P - mr * v
+        r ^= np.right_shift(r, s16, out=T)
+    if P is None:
+        P = np.empty((_POOL, k), dtype=np.uint32)
+        P[:] = np.array(pool, dtype=np.uint32)[:, None]
     hb = _INIT_B
     xb, mb = [], []
     for _ in range(8):
         xb.append(hb)
         hb = (hb * _MULT_B) & _M32
         mb.append(hb)
-    v = (P[np.arange(8) % _POOL] ^ np.array(xb, dtype=np.uint32)[:, None]) * np.array(mb, dtype=np.uint32)[:, None]
-    out = v ^ (v >> s16)  # (8, keys)
-    # 64-bit words from little-endian pairs of 32-bit words, as numpy does
-    return (out[0::2].astype(np.uint64) | (out[1::2].astype(np.uint64) << np.uint64(32))).T.copy()
+    O = np.empty((8, k), dtype=np.uint32)  # the eight 32-bit output words
+    for j in range(8):
+        o = np.bitwise_xor(P[j % _POOL], np.uint32(xb[j]), out=O[j])
+        o *= np.uint32(mb[j])
+        o ^= np.right_shift(o, s16, out=T[0] if T is not None else None)
+    # 64-bit words from little-endian pairs of 32-bit words, as numpy makes them
+    out = np.empty((_POOL, k), dtype=np.uint64)
+    np.left_shift(O[1::2], np.uint64(32), out=out, dtype=np.uint64)
+    out |= O[0::2]
+    return out
 
 
 class _FixedState:
@@ -233,13 +271,21 @@ def pcg64_states(seed: int, keys: np.ndarray) -> np.ndarray:
     """PCG64's state right after ``PCG64(SeedSequence(seed, spawn_key=key))``
     for each row of ``keys`` (each < 2**32): columns state (low, high), inc
     (low, high), as numpy's little-endian ``__uint128_t`` lays them out."""
-    w = _seed_states(seed, keys)
+    sl, sh, il, ih = pcg64_columns(seed, keys)
+    out = np.empty((len(sl), 4), dtype=np.uint64)
+    out[:, 0], out[:, 1], out[:, 2], out[:, 3] = sl, sh, il, ih
+    return out
+
+
+def pcg64_columns(seed: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`pcg64_states` as four columns: state low, high, inc low, high."""
+    w = _seed_words(seed, keys)
     one = np.uint64(1)
-    ih, il = (w[:, 2] << one) | (w[:, 3] >> np.uint64(63)), (w[:, 3] << one) | one  # inc = 2 i + 1
-    sh, sl = _add128(ih, il, w[:, 0], w[:, 1])
+    ih, il = (w[2] << one) | (w[3] >> np.uint64(63)), (w[3] << one) | one  # inc = 2 i + 1
+    sh, sl = _add128(ih, il, w[0], w[1])
     sh, sl = _mul128(sh, sl, _PCG_MULT)
     sh, sl = _add128(sh, sl, ih, il)
-    return np.stack([sl, sh, il, ih], axis=1)
+    return sl, sh, il, ih
 
 
 class StreamSet:
@@ -348,11 +394,14 @@ def stream_set(seed: int, keys: np.ndarray) -> StreamSet | None:
     """A :class:`StreamSet` of ``SeedSequence(seed, spawn_key=key)`` streams, one per
     row of ``keys``; ``None`` where it would not match numpy (keys of 2**32 or
     more, or a numpy whose PCG64 is laid out otherwise)."""
+    return StreamSet(pcg64_states(seed, keys)) if _sets_match(keys) else None
+
+
+def _sets_match(keys: np.ndarray) -> bool:
+    """Whether a :class:`StreamSet` of these keys would match numpy (see :func:`stream_set`)."""
     if len(keys) and (np.any(keys >= 2**32) or np.any(keys < 0)):
-        return None
-    if not _known_layout() or not (_batch_matches_numpy() and _set_matches_numpy()):
-        return None
-    return StreamSet(pcg64_states(seed, keys))
+        return False
+    return _known_layout() and _batch_matches_numpy() and _set_matches_numpy()
 
 
 class GeneratorSet:

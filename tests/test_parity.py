@@ -331,6 +331,9 @@ def test_vector_regrows_its_draws(policy, stop, same, monkeypatch):
         return orig(self, n)
 
     monkeypatch.setattr(vector_engine._Stream, "_draw", spy)
+    # (identical exponential workers with an update stop take the draw matrix with
+    # extensions instead: tested below; here the general path that regrows)
+    monkeypatch.setattr(vector_engine._MatrixArrivals, "make", classmethod(lambda cls, *a: None))
     sc = {"name": "grow", "seed": 4, "policy": policy, "stop": stop,
           "workers": [{"count": 16, "compute": {"dist": "pareto", "shape": 1.3, "scale": 1.0}},
                       {"count": 4, "compute": {"dist": "exponential", "mean": 0.5}}]}
@@ -338,6 +341,36 @@ def test_vector_regrows_its_draws(policy, stop, same, monkeypatch):
         sc["workers"] = [{"count": 20, "compute": {"dist": "exponential", "mean": 0.5}}]
     traces = check_parity(sc, str(policy))
     assert "vector" in traces and grown
+
+
+@pytest.mark.parametrize("factor", [1.0, 3.0])
+@pytest.mark.parametrize("policy,updates", [({"kind": "async"}, 3000), ({"kind": "k_async", "k": 3}, 1000)])
+def test_vector_matrix_extends_short_workers(policy, updates, factor, monkeypatch):
+    """Identical exponential workers with an update stop: a draw matrix of each
+    worker's expected share plus 2.5 standard deviations, and the workers still
+    short of the target continue their own streams (forced for all of them
+    when the engine believes compute takes 3x longer: a 3x later target). The
+    trace must be the event engines'."""
+    from asyncsim.engine import vector_engine
+
+    orig_mean = vector_engine._mean_or
+    monkeypatch.setattr(vector_engine, "_mean_or", lambda d, default=1.0: orig_mean(d, default) * factor)
+    made = []
+    orig = vector_engine._MatrixArrivals.make.__func__
+
+    def spy(cls, *a):
+        r = orig(cls, *a)
+        made.append(r)
+        return r
+
+    monkeypatch.setattr(vector_engine._MatrixArrivals, "make", classmethod(spy))
+    for seed in range(4 if factor == 1.0 else 1):
+        sc = {"name": "ext", "seed": seed, "policy": policy, "stop": {"updates": updates},
+              "workers": [{"count": 40, "compute": {"dist": "exponential", "mean": 0.5}}]}
+        check_parity(sc, f"{policy} seed {seed}")
+    assert made and all(r is not None for r in made)
+    if factor > 1:
+        assert len(made[-1].ext_w) > 0
 
 
 @pytest.mark.parametrize("kind", [{"kind": "async"}, {"kind": "k_async", "k": 3}])

@@ -444,7 +444,7 @@ class Trace:
             "staleness_p50": pct(50),
             "staleness_p99": pct(99),
             "staleness_max": int(st.max()) if st.size else None,
-            "staleness_pmf": [float(p) for p in self.delay_pmf()],
+            "staleness_pmf": self.delay_pmf().tolist(),  # (Python floats; tolist: 10x a list of float())
             "utilisation_mean": float(util.mean()) if util.size else None,
             "utilisation_min": float(util.min()) if util.size else None,
             "down_intervals": int(len(self.down_intervals["worker"])),

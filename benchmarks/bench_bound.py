@@ -3,6 +3,7 @@
     python benchmarks/bench_bound.py [--repeats 3] [--sizes 1e5,1e6,1e7] [--workers 8,64,512,4096,32768]
                                      [--modes api,command]
     python benchmarks/bench_bound.py --memory [--workers 8,512,32768] [--sizes 1e5]
+    python benchmarks/bench_bound.py --merge --sizes 1e5,1e6,1e7,1e8 [--repeats 3]
 
 For each N and number of updates: the median wall time of ``asyncsim.simulate(sc,
 engine="vector")`` on async with exponential compute (the call a user or a
@@ -18,6 +19,12 @@ runs: after ``asyncsim.keep_freed_memory()`` when the command turns it on
 (``ASYNCSIM_KEEP_FREED_MEMORY=1``; see asyncsim/_alloc.py), else exactly the
 api's conditions plus the command's own work around the run (the trace
 summary it prints, timed separately as "cmd s").
+
+``--merge``: the merge alone (``vector_engine._stable_order``: the arrivals sorted as
+values with their index packed into the last bits, near and exact ties repaired)
+against numpy's stable argsort of the same times, 10**5 to 10**8 of them (the
+arrival times of 512 exponential workers, each worker's in order), ns per time
+and the growth from one size to the next.
 
 ``--memory``: the peak memory of one run of each engine (tracemalloc, each
 run in a fresh process, async with exponential compute, zero apply time and a
@@ -115,6 +122,37 @@ def memory(args) -> int:
     return 0
 
 
+def merge(args) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from asyncsim.engine.vector_engine import _stable_order
+
+    print("\n## the merge: ns per arrival time (median of %d)" % args.repeats)
+    print(f"{'times':>8} {'engine sort':>12} {'argsort stable':>15} {'engine growth/time':>19}")
+    prev = None
+    for u in args.sizes:
+        rows = 512
+        x = np.cumsum(np.random.default_rng(1).exponential(size=(rows, -(-u // rows))), axis=1).ravel()[:u].copy()
+        te, ta = [], []
+        for r in range(args.repeats + 1):
+            gc.collect()
+            t = time.perf_counter()
+            _stable_order(x)
+            e = time.perf_counter() - t
+            gc.collect()
+            t = time.perf_counter()
+            np.argsort(x, kind="stable")
+            a = time.perf_counter() - t
+            if r:
+                te.append(e)
+                ta.append(a)
+        e, a = statistics.median(te) / u * 1e9, statistics.median(ta) / u * 1e9
+        grow = "" if prev is None else f"{e / prev:.2f}x"
+        print(f"{u:>8.0e} {e:>12.1f} {a:>15.1f} {grow:>19}", flush=True)
+        prev = e
+        del x
+    return 0
+
+
 def child(args) -> int:
     command = args.child == "command"
     if command and os.environ.get("ASYNCSIM_KEEP_FREED_MEMORY", "0").strip() == "1":
@@ -134,6 +172,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default="8,64,512,4096,32768")
     ap.add_argument("--modes", default="api,command")
     ap.add_argument("--memory", action="store_true", help="peak memory of each engine against the trace's size")
+    ap.add_argument("--merge", action="store_true", help="the merge's cost per time, 1e5 to 1e8 times")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.sizes = [int(float(x)) for x in str(args.sizes).split(",")]
@@ -142,6 +181,8 @@ def main(argv=None) -> int:
         return child(args)
     if args.memory:
         return memory(args)
+    if args.merge:
+        return merge(args)
     import asyncsim
 
     print(f"# asyncsim {asyncsim.__version__}, python {sys.version.split()[0]}, numpy {np.__version__}; "

@@ -589,10 +589,12 @@ def _stable_order(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     up to those ``b`` bits, index order among equal ones. Where neighbours
     agree in all other bits (a relative difference below ``2**(b-52)``; rare)
     the group is sorted again on the exact times, and equal times go back into
-    index order: the stable argsort exactly (tests/test_fast_paths.py)."""
+    index order: the stable argsort exactly (tests/test_pcg.py). Beyond 2**24
+    times (``_PACK_BITS``) numpy's argsort instead. Cost O(n log n): see
+    ``benchmarks/bench_bound.py --merge``; the repair O(near ones)."""
     n = len(x)
     b = max(int(n - 1).bit_length(), 1)
-    if n < 2 or b > 40 or not (x.dtype == np.float64 and x.flags.c_contiguous):
+    if n < 2 or b > _PACK_BITS or not (x.dtype == np.float64 and x.flags.c_contiguous):
         return _stable_argsort(x)
     mask = np.int64((1 << b) - 1)
     key = np.bitwise_and(x.view(np.int64), ~mask)
@@ -618,6 +620,12 @@ def _stable_order(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p[idx] = seg[o]
         v[idx] = x[p[idx]]
     return p, v
+
+
+#: up to 2**24 times the index is packed into the times' last bits: beyond, times that agree in
+#: all the others (within about n 2**(b-52) of each other, so a fraction of about n**2 2**-52 of
+#: neighbours: 6 % at 2**24) would make the repair a sort of its own
+_PACK_BITS = 24
 
 
 def _stable_argsort(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

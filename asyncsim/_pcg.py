@@ -12,22 +12,24 @@ serves all workers:
   output XSL-RR of the new state: ``rotr64(high ^ low, high >> 58)``;
 * ``random_standard_exponential`` (``numpy/random/src/distributions``): from
   one 64-bit output ``r``, ``i = (r >> 3) & 0xFF``, ``R = r >> 11``; the draw
-  is ``R * we[i]`` when ``R < ke[i]`` (about 98.9 % of draws), else a slower
+  is ``R * we[i]`` when ``R < ke[i]`` (about 97.8 % of draws), else a slower
   path that uses more outputs.
 
 The ziggurat's tables (``we``, ``ke``) are not copied from numpy: they are read
 off the installed numpy once per process (:func:`exp_tables`), by setting a
 stream to states whose next output is chosen (PCG64's step is invertible) and
-watching what numpy returns and how far the state moved. Draws that take the
-slow path are made by numpy itself from the stream's state at that point
-(through :class:`~asyncsim.rng.StreamSet`), so every value and every state
-after it is numpy's. The whole construction checks itself against numpy once
-per process (:func:`available`) and is not used where it would differ.
+watching what numpy returns and how far the state moved. Draws off the fast
+path are made by numpy itself from the stream's state at that point (through
+:class:`~asyncsim.rng.StreamSet`), or, where hundreds come at once, their
+acceptance test is made here too and only the doubtful ones are numpy's
+(:meth:`ExpLanes._unlikely`), so every value and every state after it is
+numpy's. The whole construction checks itself against numpy once per process
+(:func:`available`) and is not used where it would differ.
 
 Cost: about 45 numpy operations per step over the streams still drawing
-(0.5 ns a stream each, 1-2 us of call overhead), so ~25 ns a draw at thousands
-of streams and mostly call overhead at a few: the engine uses it where
-streams are many and draws per stream few (``vector_engine._use_lanes``).
+(0.3-0.5 ns a stream each, 1-2 us of call overhead each), so 25-35 ns a draw
+at thousands of streams and mostly call overhead at a few: the engine uses it
+where streams are many and draws per stream few (``vector_engine._lanes_for``).
 """
 
 from __future__ import annotations
@@ -205,20 +207,13 @@ class ExpLanes:
         self._fe_cache = None
 
     def subset(self, sel: np.ndarray) -> "ExpLanes":
-        """The streams ``sel`` as lanes of their own (copies: give their states back
-        with :meth:`put`). Drawing for all of a subset is cheaper than for a
-        selection, step after step, once most streams are done."""
+        """The streams ``sel`` as lanes of their own (copies; these here are left as
+        they are). Drawing for all of a subset is cheaper than for a selection,
+        step after step, once most streams are done."""
         sub = object.__new__(ExpLanes)
         sub.we, sub.ke, sub._ws, sub._fe_cache = self.we, self.ke, None, self._fe_cache
         sub.lo, sub.hi, sub.il, sub.ih = self.lo[sel], self.hi[sel], self.il[sel], self.ih[sel]
         return sub
-
-    def put(self, sel: np.ndarray, sub: "ExpLanes", mask: np.ndarray | None = None) -> None:
-        """Give the states of ``sub``'s streams (where ``mask``) back to streams ``sel`` here."""
-        if mask is None:
-            self.lo[sel], self.hi[sel] = sub.lo, sub.hi
-        else:
-            self.lo[sel[mask]], self.hi[sel[mask]] = sub.lo[mask], sub.hi[mask]
 
     def keep(self, mask: np.ndarray) -> None:
         """Keep only the streams where ``mask`` is true (renumbered in order)."""

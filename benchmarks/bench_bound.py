@@ -11,7 +11,10 @@ notebook makes; the scenario is loaded once beforehand) and of
 :func:`bound_async.bound_async` (the same computation in plain numpy, nothing
 else: benchmarks/bound_async.py), taking turns run after run after a warm-up
 pair, each run after a ``gc.collect()``; the ratio vector / bound is of those
-medians; "faults" are the minor page faults per vector run.
+medians; "tight" is the same bound with the engine's smaller draw matrix (its
+draws per worker now, without the extensions that keep the engine exact:
+``bound_async.draws_per_worker(tight=True)``), and its ratio; "faults" are
+the minor page faults per vector run.
 
 Modes, each in a fresh process: ``api`` with glibc's allocator defaults (a
 Python program calling asyncsim); ``command`` as the ``asyncsim`` command
@@ -64,12 +67,17 @@ def measure(n: int, u: int, repeats: int, command: bool) -> dict:
     import asyncsim
 
     sc = asyncsim.load_scenario(scenario(n, u))
-    tb, tv, tc, faults = [], [], [], 0
+    tb, tt, tv, tc, faults = [], [], [], [], 0
     for r in range(repeats + 1):  # the first pair warms up
         gc.collect()
         t = time.perf_counter()
         cols = bound_async(n, u)
         b = time.perf_counter() - t
+        del cols
+        gc.collect()
+        t = time.perf_counter()
+        cols = bound_async(n, u, tight=True)
+        bt = time.perf_counter() - t
         del cols
         gc.collect()
         f0 = _faults()
@@ -84,11 +92,13 @@ def measure(n: int, u: int, repeats: int, command: bool) -> dict:
         del tr
         if r:
             tb.append(b)
+            tt.append(bt)
             tv.append(v)
             faults += f
     out = {"n": n, "updates": u, "bound": statistics.median(tb), "vector": statistics.median(tv),
-           "faults": faults / repeats}
+           "tight": statistics.median(tt), "faults": faults / repeats}
     out["ratio"] = out["vector"] / out["bound"]
+    out["ratio_tight"] = out["vector"] / out["tight"]
     if tc:
         out["cmd"] = statistics.median(tc)
     return out
@@ -193,7 +203,7 @@ def main(argv=None) -> int:
             env.pop("ASYNCSIM_KEEP_FREED_MEMORY", None)
         print(f"\n## {mode}" + (" (ASYNCSIM_KEEP_FREED_MEMORY=1: freed memory kept)"
                                 if mode == "command" and env.get("ASYNCSIM_KEEP_FREED_MEMORY") == "1" else ""))
-        print(f"{'N':>6} {'updates':>9} {'bound s':>9} {'vector s':>9} {'ratio':>6} {'faults':>8}"
+        print(f"{'N':>6} {'updates':>9} {'bound s':>9} {'vector s':>9} {'ratio':>6} {'tight s':>9} {'ratio':>6} {'faults':>8}"
               + (f" {'cmd s':>7}" if mode == "command" else ""))
         cmd = [sys.executable, __file__, "--child", mode, "--repeats", str(args.repeats),
                "--sizes", ",".join(map(str, args.sizes)), "--workers", ",".join(map(str, args.workers))]
@@ -201,6 +211,7 @@ def main(argv=None) -> int:
             for line in p.stdout:
                 r = json.loads(line)
                 print(f"{r['n']:>6} {r['updates']:>9.0e} {r['bound']:>9.4f} {r['vector']:>9.4f} {r['ratio']:>6.2f} "
+                      f"{r['tight']:>9.4f} {r['ratio_tight']:>6.2f} "
                       f"{r['faults']:>8.0f}" + (f" {r['cmd']:>7.4f}" if "cmd" in r else ""), flush=True)
         if p.returncode:
             return p.returncode

@@ -5,9 +5,11 @@
 What the vectorised engine computes for ``async`` without a network (zero
 apply time, exponential compute), written as directly as numpy allows and
 with nothing the engine must do besides: one generator for all draws (no
-per-worker streams, no seeding per worker), the same number of draws per
-worker as the engine's first pass (the expected arrivals plus 4.5 standard
-deviations: a program that does not know the horizon needs a margin too),
+per-worker streams, no seeding per worker), the number of draws per worker of
+the engine's first pass when the issue was written (the expected arrivals
+plus 4.5 standard deviations: a program that does not know the horizon needs
+a margin too; ``tight=True``: the engine's smaller matrix now, without the
+extensions that make the engine's exact),
 per-worker cumulative sums (one ``cumsum`` along the rows of a matrix), one
 ``argsort`` of the arrival times (of those up to the ``updates``-th smallest,
 found by ``np.partition``, when there are more than twice as many), and
@@ -25,18 +27,27 @@ import time
 import numpy as np
 
 
-def draws_per_worker(n: int, updates: int) -> int:
-    """The vectorised engine's first-pass draws per worker for N identical
-    exponential workers (asyncsim/engine/vector_engine.py, ``_run_kasync``)."""
+def draws_per_worker(n: int, updates: int, tight: bool = False) -> int:
+    """Draws per worker for N identical exponential workers: the expected
+    arrivals plus 4.5 standard deviations plus 8 (the issue's bound; the
+    vectorised engine's first pass when the issue was written), or with
+    ``tight`` the engine's draw matrix now (``vector_engine._MatrixArrivals``:
+    the expected arrivals by a target 4.5 standard deviations of the total
+    late, plus 2.5 standard deviations plus 2; the engine then extends the
+    few workers still short, which this bound does not)."""
     mean = updates / n
+    if tight:
+        share = (updates + 1) / n * (1 + 4.5 / math.sqrt(updates + 1))
+        return int(math.ceil(share + 2.5 * math.sqrt(share) + 2))
     return int(math.ceil(mean * 1.005 + 4.5 * math.sqrt(mean) + 8))
 
 
-def bound_async(n: int, updates: int, mean: float = 1.0, seed: int = 1) -> dict[str, np.ndarray]:
+def bound_async(n: int, updates: int, mean: float = 1.0, seed: int = 1, tight: bool = False) -> dict[str, np.ndarray]:
     """The seven trace columns of an async run of ``updates`` updates on ``n``
     exponential(``mean``) workers (values from one generator, not asyncsim's
-    per-worker streams: the same computation, not the same numbers)."""
-    c = draws_per_worker(n, updates)
+    per-worker streams: the same computation, not the same numbers). ``tight``:
+    the engine's smaller draw matrix (:func:`draws_per_worker`)."""
+    c = draws_per_worker(n, updates, tight)
     arrive = np.random.default_rng(seed).exponential(mean, size=(n, c))
     np.cumsum(arrive, axis=1, out=arrive)         # each worker's arrival times
     flat = arrive.ravel()
@@ -68,5 +79,5 @@ def bound_async(n: int, updates: int, mean: float = 1.0, seed: int = 1) -> dict[
 if __name__ == "__main__":
     n, u = int(sys.argv[1]), int(float(sys.argv[2]))
     t0 = time.perf_counter()
-    bound_async(n, u)
+    bound_async(n, u, tight="--tight" in sys.argv)
     print(f"{time.perf_counter() - t0:.4f}")

@@ -526,20 +526,23 @@ def _lane_arrivals(lanes, scale: np.ndarray, rate: np.ndarray, m: int | None, un
                 ids, tc, pc = ids[short], tc[short], pc[short]
                 if sc is not None:
                     sc = sc[short]
-        block = np.empty(_LANES_BLOCK)
+        block = np.empty(_LANES_BLOCK + 1)
+        k = _LANES_BLOCK
         for j in range(len(ids)):  # the last few
             tj, pj, w = float(tc[j]), int(pc[j]), int(ids[j])
-            s_j = 1.0 if sc is None else float(sc[j])
             while tj <= horizon:
-                sub.finish_numpy(j, block)
-                if s_j != 1.0:
-                    block *= s_j
-                room(len(block))
-                for v in block.tolist():
-                    tj = tj + v
-                    buf["t"][total], buf["w"][total], buf["p"][total] = tj, w, pj
-                    pj = total
-                    total += 1
+                block[0] = tj
+                sub.finish_numpy(j, block[1:])
+                if sc is not None:
+                    block[1:] *= sc[j]
+                np.cumsum(block, out=block)  # (the left fold from the worker's last time)
+                room(k)
+                buf["t"][total:total + k] = block[1:]
+                buf["w"][total:total + k] = w
+                buf["p"][total] = pj
+                buf["p"][total + 1:total + k] = np.arange(total, total + k - 1)
+                tj, pj = float(block[-1]), total + k - 1
+                total += k
 
     extend(target)
     arrive = buf["t"][:total]

@@ -97,3 +97,28 @@ def test_lanes_chosen_only_where_cheaper():
     d = vector_engine._Draws(_sc([{"count": 4096, "compute": {"dist": "lognormal", "mean": 1.0, "cv": 0.5}}],
                                  {"updates": 10}))
     assert vector_engine._lanes_for(d, 3.0) is None  # (exponential only)
+
+
+def test_regression_traces_through_the_lanes(monkeypatch):
+    """The byte-identity cases (tests/data/engine_traces.json, computed before
+    issue 21) that the lanes can take, taken by the lanes: the same hashes."""
+    import json
+    from pathlib import Path
+
+    from _regression_cases import cases, trace_hash
+
+    monkeypatch.setattr(vector_engine, "_LANES_MIN_WORKERS", 1)
+    monkeypatch.setattr(vector_engine, "_LANES_MAX_DRAWS", 1e9)
+    ref = json.loads((Path(__file__).parent / "data" / "engine_traces.json").read_text())
+    used = []
+    orig = vector_engine._lane_arrivals
+    monkeypatch.setattr(vector_engine, "_lane_arrivals", lambda *a: used.append(1) or orig(*a))
+    for name, spec in cases():
+        sc = asyncsim.load_scenario(spec)
+        if "vector" not in asyncsim.engine.supported_engines(sc):
+            continue
+        before = len(used)
+        h = trace_hash(asyncsim.simulate(sc, engine="vector"))
+        if len(used) > before:
+            assert h == ref[name]["hash"], name
+    assert used

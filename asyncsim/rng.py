@@ -400,6 +400,36 @@ def rest_blocks(src, i: int, dist, first: int):
         yield block
 
 
+def draw_chunk(src, i: int, dist, done: int, k: int) -> np.ndarray:
+    """Stream ``i``'s BlockSampler values from draw ``done`` on, for a stream left
+    where :func:`draw_first` (``n = done``) or the previous call left it: the
+    continuation of an event engine's draws one chunk at a time.
+
+    A family with ``prefix_draws`` consumes its generator value after value,
+    so the next ``k`` values drawn from where the stream stands are draws
+    ``done`` to ``done + k`` of its 1024-blocks, across block boundaries too
+    (nothing is redrawn). Another family's values depend on the block they are
+    drawn in: this gives the rest of the block holding draw ``done`` (the stream
+    started again and redrawn up to that block; only the first call, since
+    :func:`draw_first` leaves the stream at a block's end) or, at a block
+    boundary, the next whole block, whatever ``k``. O(values drawn)."""
+    if dist.prefix_draws:
+        out = np.asarray(dist.sample(src.use(i), k), dtype=np.float64)
+        src.keep(i)
+        return out
+    r = done % BLOCK
+    sample = dist.sample
+    if r:
+        src.reset(i)
+        for _ in range(done // BLOCK + 1):  # up to the block that holds draw `done`
+            block = np.asarray(sample(src.use(i), BLOCK), dtype=np.float64)
+            src.keep(i)
+        return block[r:]
+    block = np.asarray(sample(src.use(i), BLOCK), dtype=np.float64)
+    src.keep(i)
+    return block
+
+
 def draw_first(src, groups, n: int, out: np.ndarray | None = None, start: int = 0) -> np.ndarray:
     """Every stream's first ``n`` draws (BlockSampler's values), one row per
     stream; ``groups``: ``[(dist, count), ...]`` in stream order from stream

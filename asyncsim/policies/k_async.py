@@ -43,12 +43,12 @@ class KAsync(Policy):
         (the same events in the same order; it records three columns)."""
         env = m.env
         timeout = env.timeout
-        comp = m.compute_next[w]
+        draw = m.draw_compute  # (draw(w), not a callable per worker: inlined for memory)
         apply_next = m.apply_next
         queue = m.server_queue
         _, a_w, _, _, a_td, a_ta = m.appenders
         while True:
-            yield timeout(comp())
+            yield timeout(draw(w))
             t_done = env.now
             if m.server_busy:
                 ev = env.event()

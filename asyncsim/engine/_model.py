@@ -118,7 +118,7 @@ class Draws:
     :meth:`next_fn` (one ``array('q')`` of positions, 8 bytes a worker).
     """
 
-    __slots__ = ("buf", "src", "groups", "firsts", "times", "drawn", "g0", "pos", "n")
+    __slots__ = ("buf", "src", "groups", "firsts", "times", "drawn", "g0", "off0", "pos", "n")
 
     def __init__(self, streams: _WorkerStreams, times: bool = False, bits: bool = False):
         self.src, self.groups, self.firsts, self.times = streams.src, streams.groups, streams.firsts, times
@@ -128,7 +128,9 @@ class Draws:
         self.buf = buf = array.array("Q", [0]) * total if bits else array.array("d", [0.0]) * total
         flat = np.frombuffer(buf, dtype=np.float64)
         off = 0
+        self.off0 = []  # each group's first position
         for (dist, k), f, row0 in zip(self.groups, self.firsts, self.g0):
+            self.off0.append(off)
             if not k:
                 continue
             rows = flat[off:off + k * (f + 1)].reshape(k, f + 1)
@@ -142,6 +144,11 @@ class Draws:
         #: values handed out so far by workers that refilled (others: their first chunk)
         self.drawn: dict[int, int] = {}
         self.pos = None
+
+    def start(self, w: int) -> int:
+        """Worker ``w``'s first position in the buffer."""
+        g = bisect.bisect_right(self.g0, w) - 1
+        return self.off0[g] + (w - self.g0[g]) * (self.firsts[g] + 1)
 
     def starts(self) -> list[int]:
         """Each worker's first position in the buffer."""
@@ -177,9 +184,10 @@ class Draws:
         return float(np.frombuffer(self.buf, dtype=np.float64, count=1, offset=8 * i)[0])
 
     def next_fn(self) -> Callable[[int], float]:
-        """``draw(w)``: worker ``w``'s next value (a position per worker in one ``array('q')``)."""
+        """``draw(w)``: worker ``w``'s next value (a position per worker in a list:
+        36 bytes a worker, and 3.11 specialises a list's item access)."""
         buf, refill = self.buf, self.refill
-        self.pos = pos = array.array("q", self.starts())
+        self.pos = pos = self.starts()
 
         def draw(w: int) -> float:
             i = pos[w]
@@ -310,7 +318,7 @@ class Model:
         # whose draws lie in one flat buffer, first chunks sized from the run (Draws).
         self.compute = _WorkerStreams(sc, streams.worker_streams(n, "compute"), _first_block(sc, updates, until))
         self._compute_next = None
-        self._draw = None
+        self._draws = self._draw = None
         self.apply_next = _draws(BlockSampler(sc.server.apply, streams.server("apply")))
         self.network = net = build_network(sc)
         #: the flow-level model's flows (network.sharing: fair), else None
@@ -397,11 +405,18 @@ class Model:
                           self._c_td.append, self._c_ta.append)
 
     @property
+    def draws(self) -> Draws:
+        """The workers' compute times (:class:`Draws`; made on first use: the heap
+        engine's plain async loop draws its own way)."""
+        if self._draws is None:
+            self._draws = Draws(self.compute)
+        return self._draws
+
+    @property
     def draw_compute(self) -> Callable[[int], float]:
-        """``draw(w)``: worker ``w``'s next compute time (:meth:`Draws.next_fn`; made
-        on first use: the heap engine's plain async loop draws its own way)."""
+        """``draw(w)``: worker ``w``'s next compute time (:meth:`Draws.next_fn`)."""
         if self._draw is None:
-            self._draw = Draws(self.compute).next_fn()
+            self._draw = self.draws.next_fn()
         return self._draw
 
     @property
@@ -427,7 +442,7 @@ class Model:
         if release is not None:
             release(procs)
         self.procs = []
-        self.compute = self._draw = self._compute_next = None
+        self.compute = self._draws = self._draw = self._compute_next = None
 
     # ---------------------------------------------------------------- recording
 

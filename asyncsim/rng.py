@@ -443,18 +443,20 @@ def draw_first(src, groups, n: int, out: np.ndarray | None = None, start: int = 
     performance: no object per stream); exponential draws are ``mean *
     standard_exponential()``, numpy's own formula (``random_exponential``), so
     the scaling is done once per group. Otherwise each stream draws whole
-    blocks and the first ``n`` values are kept."""
+    blocks and the first ``n`` values are kept. Either way a family with
+    ``prefix_draws`` is left exactly ``n`` draws in and another at the end of
+    the block holding draw ``n - 1`` (what :func:`draw_chunk` continues from)."""
     total = sum(k for _, k in groups)
     out = np.empty((total, n)) if out is None else out
     cuts = [(j, min(j + BLOCK, n)) for j in range(0, n, BLOCK)]
     if not isinstance(src, StreamSet):
         row0 = 0
         for dist, count in groups:
+            sample, prefix = dist.sample, dist.prefix_draws
             for w in range(row0, row0 + count):
                 rng = src.use(start + w)
-                for a, b in cuts:
-                    block = np.asarray(dist.sample(rng, BLOCK), dtype=np.float64)
-                    out[w, a:b] = block[:b - a]
+                for a, b in cuts:  # (a prefix family is left exactly n draws in, as on a StreamSet)
+                    out[w, a:b] = sample(rng, b - a) if prefix else sample(rng, BLOCK)[:b - a]
                 src.keep(start + w)
             row0 += count
         return out

@@ -421,7 +421,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
 
     # the loop's state goes before the columns are made
     del heap, dr, dbuf, dpos, t_done, refill
-    m.compute = None  # (the streams: nothing more is drawn)
+    m.release()  # (the streams: nothing more is drawn)
 
     def f64(a):
         return np.frombuffer(a, dtype=np.float64) if len(a) else np.empty(0)
@@ -544,7 +544,7 @@ def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
             progress(min(1.0, count / updates))
     # the loop's state goes before the columns are made (the bound methods too)
     del heap, refill, slow, a_k, a_p
-    m.compute = None  # (the streams: nothing more is drawn)
+    m.release()  # (the streams: nothing more is drawn)
     popped = np.frombuffer(rec, dtype=np.int64) if len(rec) else np.empty(0, np.int64)
     idx = np.frombuffer(pushed, dtype=np.int64)[popped]
     del popped, rec, pushed

@@ -113,21 +113,22 @@ class Draws:
     are >= 2**63).
 
     Memory: 8 bytes a value drawn plus 8 a chunk; a run sized well holds
-    about the draws it makes (``_first_block``). A reader either keeps its own
-    positions (the plain loop keeps them in its event map) or uses
-    :meth:`next_fn` (one ``array('q')`` of positions, 8 bytes a worker).
+    about the draws it makes (``_first_block``). A reader keeps its own
+    positions (the heap engine's loops, SimPy's async processes: from
+    :meth:`start`, reading on to the sentinel, then :meth:`refill`) or uses
+    :meth:`next_fn`.
     """
 
-    __slots__ = ("buf", "src", "groups", "firsts", "times", "drawn", "g0", "off0", "pos", "n")
+    __slots__ = ("buf", "src", "groups", "firsts", "times", "drawn", "g0", "off0", "pos")
 
     def __init__(self, streams: _WorkerStreams, times: bool = False, bits: bool = False):
         self.src, self.groups, self.firsts, self.times = streams.src, streams.groups, streams.firsts, times
-        self.n = n = len(streams)
         self.g0 = list(itertools.accumulate([k for _, k in self.groups], initial=0))[:-1]
         total = sum(k * (f + 1) for (_, k), f in zip(self.groups, self.firsts))
         self.buf = buf = array.array("Q", [0]) * total if bits else array.array("d", [0.0]) * total
         flat = np.frombuffer(buf, dtype=np.float64)
         off = 0
+        rows = vals = None
         self.off0 = []  # each group's first position
         for (dist, k), f, row0 in zip(self.groups, self.firsts, self.g0):
             self.off0.append(off)

@@ -123,15 +123,20 @@ def test_draws_buffer_hands_out_the_block_values(times, firsts):
         assert (dr.owners(np.array(read[w])) == w).all()
 
 
-def test_next_fn_is_draw_per_worker():
+def test_values_iterators_hand_out_each_workers_draws():
+    """Draws.values (the policies' compute_next): workers interleaved, pieces and
+    refills included, each gets its own BlockSampler values."""
+    import itertools
+
     sc = _sc(n=4)
     s = Streams(sc.seed)
     dr = _model.Draws(_model._WorkerStreams(sc, s.worker_streams(4, "compute"), 2))
-    draw = dr.next_fn()
-    got = [draw(w) for w in [1, 1, 0, 1, 1, 1, 0]]
-    b1 = BlockSampler(sc.compute_dists()[1], s.worker(1, "compute")).take(5)
-    b0 = BlockSampler(sc.compute_dists()[0], s.worker(0, "compute")).take(2)
-    assert got == [b1[0], b1[1], b0[0], b1[2], b1[3], b1[4], b0[1]]
+    nxt = [itertools.chain.from_iterable(dr.values(w, piece=3)).__next__ for w in range(4)]
+    order = [1, 1, 0, 1, 1, 1, 0] + [3] * 40 + [1] * 9
+    got = [nxt[w]() for w in order]
+    for w in (0, 1, 3):
+        want = BlockSampler(sc.compute_dists()[w], s.worker(w, "compute")).take(order.count(w)).tolist()
+        assert [g for g, o in zip(got, order) if o == w] == want
 
 
 def test_first_chunks_follow_the_groups_rates():

@@ -451,7 +451,8 @@ def run_async_loop(sc, *, updates, until, progress=None):
     return cols, sim_time, count
 
 
-#: bits of an event's scheduling number in a plain-loop heap key (2**40 events)
+#: bits of an event's scheduling number in a plain-loop heap key (2**40 events: a run of more
+#: would not fit in memory)
 _SEQ_BITS = 40
 #: a float whose bits are at least this is negative: a sentinel, or -0.0
 _SIGN = 1 << 63

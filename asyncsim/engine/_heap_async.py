@@ -454,7 +454,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
 #: bits of an event's scheduling number in a plain-loop heap key (2**40 events: a run of more
 #: would not fit in memory)
 _SEQ_BITS = 40
-#: a float whose bits are at least this is negative: a sentinel, or -0.0
+#: a float whose bits are at least this is negative: a sentinel (times are never -0.0)
 _SIGN = 1 << 63
 
 
@@ -477,29 +477,15 @@ def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
     * a heap entry is one int, ``bits(time) << 40 | k`` for the ``k``-th event
       scheduled: ints compare as (time, scheduling order), exactly the
       generic kernel's (and SimPy's) order, ties included (a non-negative
-      float's bits sort like the float; -0.0 is keyed as 0.0). ``pushed[k]``
-      is the buffer position of the ``k``-th scheduled time.
+      float's bits sort like the float). ``pushed[k]`` is the buffer
+      position of the ``k``-th scheduled time.
     """
     dr = Draws(m.compute, times=True, bits=True)
     bits = dr.buf
     refill = dr.refill
     pushed = array("q", dr.starts())  # the buffer position of the k-th scheduled event
     shift, mask, sign = _SEQ_BITS, (1 << _SEQ_BITS) - 1, _SIGN
-
-    def slow(i: int, b: int):
-        """Position ``i`` holds a sentinel or -0.0: the position and ordering bits
-        of the worker's next time."""
-        if b != sign:
-            i = refill(i)
-            b = bits[i]
-        return i, 0 if b == sign else b
-
-    heap: list[int] = []
-    for k, i in enumerate(pushed):  # the start-up timeouts, scheduled in worker order
-        b = bits[i]
-        if b >= sign:
-            i, b = slow(i, b)
-        heap.append(b << shift | k)
+    heap = [bits[i] << shift | k for k, i in enumerate(pushed)]  # start-up, in worker order
     heapq.heapify(heap)
     rec = array("q")  # the scheduling number of the entry each update popped
     a_k = rec.append
@@ -533,8 +519,9 @@ def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
             a_k(k)
             i = pushed[k] + 1
             b = bits[i]
-            if b >= sign:  # the worker's sentinel (or a time of -0.0)
-                i, b = slow(i, b)
+            if b >= sign:  # the worker's sentinel: its next chunk
+                i = refill(i)
+                b = bits[i]
             a_p(i)
             replace(heap, b << shift | seq)
             seq += 1
@@ -544,7 +531,7 @@ def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
         if prog_every and end % prog_every == 0:
             progress(min(1.0, count / updates))
     # the loop's state goes before the columns are made (the bound methods too)
-    del heap, refill, slow, a_k, a_p
+    del heap, refill, a_k, a_p
     m.release()  # (the streams: nothing more is drawn)
     popped = np.frombuffer(rec, dtype=np.int64) if len(rec) else np.empty(0, np.int64)
     idx = np.frombuffer(pushed, dtype=np.int64)[popped]

@@ -91,7 +91,8 @@ class _WorkerStreams:
     def __init__(self, sc, src, firsts):
         self.src = src
         self.groups = [(g.compute, g.count) for g in sc.workers]
-        self.firsts = [int(firsts)] * len(self.groups) if isinstance(firsts, int) else [int(f) for f in firsts]
+        firsts = [firsts] * len(self.groups) if isinstance(firsts, int) else firsts
+        self.firsts = [max(1, int(f)) for f in firsts]  # (a chunk holds at least one draw)
 
     def __len__(self) -> int:
         return sum(k for _, k in self.groups)
@@ -115,10 +116,10 @@ class Draws:
     drawn so far, so a worker that runs past its guess makes O(log) refills).
     With ``times`` the values are each worker's running sums (``np.cumsum``:
     the additions ``t = t + d`` one event at a time would make, in the same
-    order), for the heap engine's plain loop; with ``bits`` too, the buffer is
-    an ``array('Q')`` of the same bytes, so reading it gives each float's bit
-    pattern (a non-negative float's bits sort like the float; a sentinel's
-    are >= 2**63).
+    order, from 0.0: never -0.0), for the heap engine's plain loop; with
+    ``bits`` too, the buffer is an ``array('Q')`` of the same bytes, so reading
+    it gives each float's bit pattern (a non-negative float's bits sort like
+    the float; a sentinel's are >= 2**63).
 
     Memory: 8 bytes a value drawn plus 8 a chunk; a run sized well holds
     about the draws it makes (``_first_block``). A reader keeps its own
@@ -146,6 +147,7 @@ class Draws:
             vals = rows[:, :f]
             draw_first(self.src, [(dist, k)], f, out=vals, start=row0)
             if times:
+                vals[:, 0] += 0.0  # (the kernels' first time is 0.0 + d: +0.0 for a draw of -0.0)
                 np.cumsum(vals, axis=1, out=vals)
             rows[:, f] = -np.arange(row0 + 1, row0 + k + 1, dtype=np.float64)
             off += k * (f + 1)

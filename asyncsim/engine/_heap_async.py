@@ -155,7 +155,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
         if has_net:
             t_read[w] = t
         phase[w] = _COMP
-        i = dpos[w]  # the worker's next compute time (Draws.next_fn inlined for performance)
+        i = dpos[w]  # the worker's next compute time in the buffer (Draws; inlined for performance)
         d = dbuf[i]
         if d < 0.0:
             i = refill(i)
@@ -301,7 +301,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
                 if direction[w] == 0:  # pulled: start computing (start_compute inlined)
                     t_read[w] = t
                     phase[w] = _COMP
-                    i = dpos[w]  # (Draws.next_fn inlined)
+                    i = dpos[w]  # (start_compute's draw inlined too)
                     d = dbuf[i]
                     if d < 0.0:
                         i = refill(i)
@@ -401,7 +401,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
                     if begin_transfer(w, 0, t):
                         continue
                     t_read[w] = t
-                i = dpos[w]  # (Draws.next_fn inlined)
+                i = dpos[w]  # (start_compute's draw inlined: the no-network hot path)
                 d = dbuf[i]
                 if d < 0.0:
                     i = refill(i)

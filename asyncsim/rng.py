@@ -14,9 +14,10 @@ draws per stream), so all engines see the same draws and produce identical
 traces. How they get them differs: a run's compute streams are one
 :class:`StreamSet` (the PCG64 states of all workers seeded in bulk by
 :func:`pcg64_states`, one shared generator, no Python object per worker), and
-the event engines' first block per worker is only as long as the run is
-expected to need (:func:`draw_first`, :func:`rest_blocks`); the values are the
-blocks' all the same (tests/test_rng.py, tests/test_engine_regression.py).
+the event engines' first chunk per worker is only as long as the run is
+expected to need (:func:`draw_first`), continued chunk by chunk
+(:func:`draw_chunk`); the values are the blocks' all the same
+(tests/test_rng.py, tests/test_event_memory.py, tests/test_engine_regression.py).
 """
 
 from __future__ import annotations
@@ -379,7 +380,9 @@ def rest_blocks(src, i: int, dist, first: int):
     """What follows stream ``i``'s first ``first`` draws (:func:`draw_first`):
     the stream started again, the rest of its first block, then whole blocks:
     ``BlockSampler(dist, <stream i's generator>).arrays()``'s values from draw
-    ``first`` on (an empty rest of block left out).
+    ``first`` on (an empty rest of block left out), a block at a time. (The
+    event engines continue with :func:`draw_chunk` instead, which redraws
+    nothing for a family with ``prefix_draws``.)
 
     Engines size ``first`` from the draws a worker is expected to make, so a
     run of a few draws per worker holds a few values per worker, not a block
@@ -436,7 +439,8 @@ def draw_first(src, groups, n: int, out: np.ndarray | None = None, start: int = 
     """Every stream's first ``n`` draws (BlockSampler's values), one row per
     stream; ``groups``: ``[(dist, count), ...]`` in stream order from stream
     ``start`` on. The streams
-    are left part-drawn: continue one with :func:`rest_blocks`.
+    are left part-drawn: continue one with :func:`draw_chunk` (or
+    :func:`rest_blocks`, which starts it again).
 
     On a :class:`StreamSet` with families that have ``prefix_draws``, one
     pointer write and one draw call per stream and block (inlined for

@@ -15,12 +15,22 @@ The costs are measured peaks (``/usr/bin/time -f %M`` of ``asyncsim simulate
 about 115–180 bytes per gradient row on the vectorised engine and 150–190 on
 the event engines (trace columns, engine temporaries, summary and the Parquet
 writer together), 280 for round robin on the vectorised engine; 2.4–3 KB per
-worker on the vectorised engine and 12–22 KB on the event engines; 28–56 MiB
-whatever the size (pyarrow's pool, modules imported on the way) plus the 64 MiB
-of freed memory the command keeps (:mod:`asyncsim._alloc`). The estimate uses
-200 (300) bytes per row, 4 KB (24 KB) per worker and 128 MiB, so it errs on
-the side of refusing a run that would just have fitted
-(tests/test_hardening.py checks it against measured peaks).
+worker on the vectorised engine; 28–56 MiB whatever the size (pyarrow's pool,
+modules imported on the way) plus the 64 MiB of freed memory the command keeps
+(:mod:`asyncsim._alloc`). The estimate uses 200 (300) bytes per row, 4 KB per
+worker and 128 MiB, so it errs on the side of refusing a run that would just
+have fitted (tests/test_hardening.py checks it against measured peaks).
+
+The event engines' cost per worker depends on what a worker holds
+(:func:`event_worker_bytes`; peak traced memory beyond the trace, 4,096
+workers, issue 21's second pass; tests/test_engine_regression.py checks the
+estimate against it): the heap engine's async loop 160–280 bytes (a heap
+entry and its compute draws in one flat buffer); a process per worker
+1.0–2.5 KB (SimPy's, or the policies' processes on the heap engine); network
+routes 2–3.5 KB more, random per-hop latencies another 10 KB (a 1,024-draw
+block and a generator per worker), random crashes 20 KB more (two blocks and
+a generator). The estimate rounds each up (512 bytes, 3 KB, 4 KB, 14 KB and
+28 KB): at most 4x what a run takes.
 
 "Available" is the smallest of ``MemAvailable`` (``/proc/meminfo``), the
 cgroup's ``memory.max`` minus its ``memory.current``, and the
@@ -40,12 +50,16 @@ from . import _alloc
 from .errors import InputError
 
 __all__ = ["available_bytes", "format_bytes", "check_simulation", "simulation_bytes", "check_bytes",
-           "BYTES_PER_ROW", "BYTES_PER_WORKER", "FIXED_BYTES"]
+           "event_worker_bytes", "BYTES_PER_ROW", "BYTES_PER_WORKER", "FIXED_BYTES"]
 
 #: measured peak bytes per gradient row (see the module docstring), by engine family
 BYTES_PER_ROW = {"vector": 200, "event": 200, "vector_round_robin": 300}
-#: measured bytes per worker, by engine family
-BYTES_PER_WORKER = {"vector": 4 << 10, "event": 24 << 10}
+#: measured bytes per worker, by engine family (the event engines' base cost: see
+#: :func:`event_worker_bytes`)
+BYTES_PER_WORKER = {"vector": 4 << 10, "event": 3 << 10, "heap_async": 512}
+#: the event engines' extra bytes per worker: network routes, random per-hop latencies,
+#: random crashes (see the module docstring)
+EVENT_NETWORK_BYTES, EVENT_RANDOM_LATENCY_BYTES, EVENT_RANDOM_CRASH_BYTES = 4 << 10, 14 << 10, 28 << 10
 #: bytes a run takes whatever its size: pyarrow's memory pool and modules imported on the way
 #: (measured 28-56 MiB) plus the freed memory the command keeps for reuse (asyncsim._alloc.TOP_PAD)
 FIXED_BYTES = (64 << 20) + _alloc.TOP_PAD
@@ -163,6 +177,30 @@ def _gradient_rate(sc) -> float:
     return rate
 
 
+def event_worker_bytes(sc, engine: str = "heap") -> float:
+    """Estimated bytes per worker of simulating ``sc`` on an event engine (``heap`` or
+    ``simpy``): the base cost (the heap engine's async loop, or a process per
+    worker) plus network routes, random per-hop latencies and random crashes
+    where the scenario has them (an average over the workers). O(workers' groups
+    + faults)."""
+    net = sc.network
+    faults = sc.faults or []
+    kind = sc.policy.kind
+    loop = (engine == "heap" and not faults and (net is None or net.sharing == "circuit")
+            and (kind == "async" or (kind == "k_async" and int(sc.policy.k) == 1)))
+    per = float(BYTES_PER_WORKER["heap_async" if loop else "event"])
+    if net is not None:
+        per += EVENT_NETWORK_BYTES
+        lat = [getattr(net, "latency", None), getattr(net, "intra_node_latency", None)]
+        lat += [e.latency for e in getattr(net, "edges", ())]
+        if any(d is not None and d.dist != "constant" for d in lat):
+            per += EVENT_RANDOM_LATENCY_BYTES
+    n = max(sc.n_workers, 1)
+    groups = {f.group for f in faults if f.kind == "random_crash"}
+    crashing = sum(g.count for i, g in enumerate(sc.workers) if i in groups)
+    return per + EVENT_RANDOM_CRASH_BYTES * crashing / n
+
+
 def simulation_bytes(sc, updates: int | None, until: float | None, engine: str | None = None) -> tuple[float, float]:
     """``(estimated bytes, estimated gradient rows)`` of simulating ``sc`` on ``engine``
     (``None``: the cheapest engine's per-worker cost)."""
@@ -174,7 +212,8 @@ def simulation_bytes(sc, updates: int | None, until: float | None, engine: str |
     else:
         rate = _gradient_rate(sc)
         rows = math.inf if math.isinf(rate) else float(until) * rate + n
-    return FIXED_BYTES + rows * per_row + n * BYTES_PER_WORKER[fam], rows
+    per_worker = BYTES_PER_WORKER["vector"] if fam == "vector" else event_worker_bytes(sc, engine)
+    return FIXED_BYTES + rows * per_row + n * per_worker, rows
 
 
 def check_simulation(sc, updates: int | None, until: float | None, engine: str | None = None) -> None:
@@ -188,7 +227,8 @@ def check_simulation(sc, updates: int | None, until: float | None, engine: str |
         return
     fam = "vector" if engine in (None, "vector") else "event"
     per_row = BYTES_PER_ROW["vector_round_robin" if fam == "vector" and sc.policy.kind == "round_robin" else fam]
-    fixed = FIXED_BYTES + sc.n_workers * (BYTES_PER_WORKER[fam] + per_row)  # (one row in flight per worker)
+    per_worker = BYTES_PER_WORKER["vector"] if fam == "vector" else event_worker_bytes(sc, engine)
+    fixed = FIXED_BYTES + sc.n_workers * (per_worker + per_row)  # (one row in flight per worker)
     per_update = _rows_per_update(sc) * per_row
     fit = max(int((avail - fixed) // per_update), 0) if avail > fixed else 0
     what = f"{_float(rows):.2g} gradient rows" if math.isfinite(_float(rows)) else ">1e308 gradient rows"

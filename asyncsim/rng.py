@@ -14,12 +14,15 @@ draws per stream), so all engines see the same draws and produce identical
 traces. How they get them differs: a run's compute streams are one
 :class:`StreamSet` (the PCG64 states of all workers seeded in bulk by
 :func:`pcg64_states`, one shared generator, no Python object per worker), and
-the event engines' first block per worker is only as long as the run is
-expected to need (:func:`draw_first`, :func:`rest_blocks`); the values are the
-blocks' all the same (tests/test_rng.py, tests/test_engine_regression.py).
+the event engines' first chunk per worker is only as long as the run is
+expected to need (:func:`draw_first`), continued chunk by chunk
+(:func:`draw_chunk`); the values are the blocks' all the same
+(tests/test_rng.py, tests/test_event_memory.py, tests/test_engine_regression.py).
 """
 
 from __future__ import annotations
+
+import array
 
 import numpy as np
 
@@ -426,7 +429,9 @@ def rest_blocks(src, i: int, dist, first: int):
     """What follows stream ``i``'s first ``first`` draws (:func:`draw_first`):
     the stream started again, the rest of its first block, then whole blocks:
     ``BlockSampler(dist, <stream i's generator>).arrays()``'s values from draw
-    ``first`` on (an empty rest of block left out).
+    ``first`` on (an empty rest of block left out), a block at a time. (The
+    event engines continue with :func:`draw_chunk` instead, which redraws
+    nothing for a family with ``prefix_draws``.)
 
     Engines size ``first`` from the draws a worker is expected to make, so a
     run of a few draws per worker holds a few values per worker, not a block
@@ -449,29 +454,62 @@ def rest_blocks(src, i: int, dist, first: int):
         yield block
 
 
+def draw_chunk(src, i: int, dist, done: int, k: int) -> np.ndarray:
+    """Stream ``i``'s BlockSampler values from draw ``done`` on, for a stream left
+    where :func:`draw_first` (``n = done``) or the previous call left it: the
+    continuation of an event engine's draws one chunk at a time.
+
+    A family with ``prefix_draws`` consumes its generator value after value,
+    so the next ``k`` values drawn from where the stream stands are draws
+    ``done`` to ``done + k`` of its 1024-blocks, across block boundaries too
+    (nothing is redrawn). Another family's values depend on the block they are
+    drawn in: this gives the rest of the block holding draw ``done`` (the stream
+    started again and redrawn up to that block; only the first call, since
+    :func:`draw_first` leaves the stream at a block's end) or, at a block
+    boundary, the next whole block, whatever ``k``. O(values drawn)."""
+    if dist.prefix_draws:
+        out = np.asarray(dist.sample(src.use(i), k), dtype=np.float64)
+        src.keep(i)
+        return out
+    r = done % BLOCK
+    sample = dist.sample
+    if r:
+        src.reset(i)
+        for _ in range(done // BLOCK + 1):  # up to the block that holds draw `done`
+            block = np.asarray(sample(src.use(i), BLOCK), dtype=np.float64)
+            src.keep(i)
+        return block[r:]
+    block = np.asarray(sample(src.use(i), BLOCK), dtype=np.float64)
+    src.keep(i)
+    return block
+
+
 def draw_first(src, groups, n: int, out: np.ndarray | None = None, start: int = 0) -> np.ndarray:
     """Every stream's first ``n`` draws (BlockSampler's values), one row per
     stream; ``groups``: ``[(dist, count), ...]`` in stream order from stream
     ``start`` on. The streams
-    are left part-drawn: continue one with :func:`rest_blocks`.
+    are left part-drawn: continue one with :func:`draw_chunk` (or
+    :func:`rest_blocks`, which starts it again).
 
     On a :class:`StreamSet` with families that have ``prefix_draws``, one
     pointer write and one draw call per stream and block (inlined for
     performance: no object per stream); exponential draws are ``mean *
     standard_exponential()``, numpy's own formula (``random_exponential``), so
     the scaling is done once per group. Otherwise each stream draws whole
-    blocks and the first ``n`` values are kept."""
+    blocks and the first ``n`` values are kept. Either way a family with
+    ``prefix_draws`` is left exactly ``n`` draws in and another at the end of
+    the block holding draw ``n - 1`` (what :func:`draw_chunk` continues from)."""
     total = sum(k for _, k in groups)
     out = np.empty((total, n)) if out is None else out
     cuts = [(j, min(j + BLOCK, n)) for j in range(0, n, BLOCK)]
     if not isinstance(src, StreamSet):
         row0 = 0
         for dist, count in groups:
+            sample, prefix = dist.sample, dist.prefix_draws
             for w in range(row0, row0 + count):
                 rng = src.use(start + w)
-                for a, b in cuts:
-                    block = np.asarray(dist.sample(rng, BLOCK), dtype=np.float64)
-                    out[w, a:b] = block[:b - a]
+                for a, b in cuts:  # (a prefix family is left exactly n draws in, as on a StreamSet)
+                    out[w, a:b] = sample(rng, b - a) if prefix else sample(rng, BLOCK)[:b - a]
                 src.keep(start + w)
             row0 += count
         return out
@@ -507,12 +545,18 @@ def draw_first(src, groups, n: int, out: np.ndarray | None = None, start: int = 
     return out
 
 
+_EMPTY = array.array("d")
+
+
 class BlockSampler:
     """Hands out draws of one distribution from one generator, ``BLOCK`` at a time.
 
     ``next()`` is the per-event call (inlined for performance: a list pop-free
     index into a pre-drawn block). ``take(n)`` returns the next ``n`` draws as an
-    array, consuming the stream exactly as ``n`` calls of ``next()`` would.
+    array, consuming the stream exactly as ``n`` calls of ``next()`` would. The
+    block is an ``array('d')`` (8 KB, not a list of Python floats' 32 KB: the
+    event engines hold one per worker for random network latencies and two for
+    random crashes).
     """
 
     __slots__ = ("dist", "rng", "_buf", "_i", "_n")
@@ -521,11 +565,12 @@ class BlockSampler:
         self.dist = dist
         self.rng = rng
         self._n = block
-        self._buf: list[float] = []
+        self._buf = _EMPTY
         self._i = 0
 
     def _refill(self) -> None:
-        self._buf = np.asarray(self.dist.sample(self.rng, self._n), dtype=np.float64).tolist()
+        self._buf = array.array("d", np.ascontiguousarray(self.dist.sample(self.rng, self._n), dtype=np.float64)
+                                .tobytes())
         self._i = 0
 
     def next(self) -> float:
@@ -545,7 +590,7 @@ class BlockSampler:
             yield rest
         while True:
             block = np.asarray(self.dist.sample(self.rng, self._n), dtype=np.float64)
-            self._buf, self._i = [], 0  # (next() after this refills: the block is handed out)
+            self._buf, self._i = _EMPTY, 0  # (next() after this refills: the block is handed out)
             yield block
 
     def take(self, n: int) -> np.ndarray:

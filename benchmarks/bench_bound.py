@@ -2,7 +2,7 @@
 
     python benchmarks/bench_bound.py [--repeats 3] [--sizes 1e5,1e6,1e7] [--workers 8,64,512,4096,32768]
                                      [--modes api,command]
-    python benchmarks/bench_bound.py --memory [--workers 8,512,32768] [--sizes 1e5]
+    python benchmarks/bench_bound.py --memory [--workers 8,512,32768] [--sizes 1e5] [--engines vector,heap,simpy]
     python benchmarks/bench_bound.py --merge --sizes 1e5,1e6,1e7,1e8 [--repeats 3]
 
 For each N and number of updates: the median wall time of ``asyncsim.simulate(sc,
@@ -32,7 +32,8 @@ and the growth from one size to the next.
 ``--memory``: the peak memory of one run of each engine (tracemalloc, each
 run in a fresh process, async with exponential compute, zero apply time and a
 1 us apply time: the heap engine's plain loop and its general kernel) against
-the trace's own size (the bytes of its seven columns).
+the trace's own size (the bytes of its seven columns), and the bytes per
+worker beyond the trace.
 """
 
 from __future__ import annotations
@@ -120,15 +121,19 @@ print(peak, sum(c.nbytes for c in tr.columns.values()))
 
 def memory(args) -> int:
     print("\n## peak traced memory of one run against the trace's size")
-    print(f"{'engine':>7} {'apply':>6} {'N':>6} {'updates':>9} {'peak MB':>9} {'trace MB':>9} {'peak / trace':>13}")
+    print(f"{'engine':>7} {'apply':>6} {'N':>6} {'updates':>9} {'peak MB':>9} {'trace MB':>9} {'peak / trace':>13} "
+          f"{'B/worker':>9}")
+    engines = str(args.engines).split(",")
     for u in args.sizes:
         for n in args.workers:
             for eng, apply in (("vector", 0.0), ("heap", 0.0), ("heap", 1e-6), ("simpy", 0.0)):
+                if eng not in engines:
+                    continue
                 out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(n), str(u), eng, str(apply)],
                                      capture_output=True, text=True, check=True)
                 peak, size = map(int, out.stdout.split())
                 print(f"{eng:>7} {apply:>6g} {n:>6} {u:>9.0e} {peak / 2**20:>9.1f} {size / 2**20:>9.1f} "
-                      f"{peak / size:>13.2f}", flush=True)
+                      f"{peak / size:>13.2f} {(peak - size) / n:>9.0f}", flush=True)
     return 0
 
 
@@ -183,6 +188,7 @@ def main(argv=None) -> int:
     ap.add_argument("--modes", default="api,command")
     ap.add_argument("--memory", action="store_true", help="peak memory of each engine against the trace's size")
     ap.add_argument("--merge", action="store_true", help="the merge's cost per time, 1e5 to 1e8 times")
+    ap.add_argument("--engines", default="vector,heap,simpy", help="--memory: the engines to measure")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.sizes = [int(float(x)) for x in str(args.sizes).split(",")]

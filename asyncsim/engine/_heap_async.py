@@ -36,7 +36,7 @@ from heapq import heappop, heappush
 
 import numpy as np
 
-from ._model import Model, async_columns, by_worker, first_draws
+from ._model import Draws, Model, async_columns
 
 __all__ = ["run_async_loop"]
 
@@ -74,17 +74,21 @@ def run_async_loop(sc, *, updates, until, progress=None):
     l_user = [None] * n_links
     l_queue = [[] for _ in range(n_links)]
 
+    # per-worker state (lists: 3.11 specialises their item access; what only
+    # transfers use exists only with a network)
     phase = [0] * n
-    direction = [0] * n   # 0: pulling, 1: pushing
-    pos = [0] * n         # index of the link being requested
-    cur_route = [None] * n  # the route of the transfer in progress
-    t_read = [0.0] * n
+    if has_net:
+        direction = [0] * n   # 0: pulling, 1: pushing
+        pos = [0] * n         # index of the link being requested
+        cur_route = [None] * n  # the route of the transfer in progress
+        t_read = [0.0] * n
     t_done = [0.0] * n
     s_queue: deque = deque()
     busy = False
     zero_apply = sc.server.apply.dist == "constant" and float(sc.server.apply.value) == 0.0
 
-    # typed growable columns (8 bytes a value, not a Python float's 32)
+    # typed growable columns (8 bytes a value, not a Python float's 32); without
+    # a network t_read is the worker's previous t_applied (async_columns), not recorded
     rec_w, rec_tr, rec_td, rec_ta = array("i"), array("d"), array("d"), array("d")
     a_w, a_tr, a_td, a_ta = rec_w.append, rec_tr.append, rec_td.append, rec_ta.append
     count = 0
@@ -148,9 +152,16 @@ def run_async_loop(sc, *, updates, until, progress=None):
         return False
 
     def start_compute(w: int, t: float) -> None:
-        t_read[w] = t
+        if has_net:
+            t_read[w] = t
         phase[w] = _COMP
-        sched(t + comp[w](), w)
+        i = dpos[w]  # the worker's next compute time in the buffer (Draws; inlined for performance)
+        d = dbuf[i]
+        if d < 0.0:
+            i = refill(i)
+            d = dbuf[i]
+        dpos[w] = i + 1
+        sched(t + d, w)
 
     def after_push(w: int, t: float) -> None:
         nonlocal busy
@@ -184,7 +195,8 @@ def run_async_loop(sc, *, updates, until, progress=None):
     def finish_apply(w: int, t: float) -> None:
         nonlocal busy, count
         a_w(w)
-        a_tr(t_read[w])
+        if has_net:
+            a_tr(t_read[w])
         a_td(t_done[w])
         a_ta(t)
         count += 1
@@ -199,7 +211,10 @@ def run_async_loop(sc, *, updates, until, progress=None):
 
     if not has_net and zero_apply:
         return _run_plain(m, n, updates, until, progress, stop_at, prog_every)
-    comp = m.compute_next  # (after the plain loop's exit: it draws its own way)
+    # (after the plain loop's exit: it draws its own way)
+    dr = Draws(m.compute)
+    dbuf, refill = dr.buf, dr.refill
+    dpos = array("q", dr.starts())
     if until is not None:
         # the time limit is an entry after every other one at that time: nothing
         # later is popped, and nothing later takes the shortcut past the heap
@@ -286,7 +301,13 @@ def run_async_loop(sc, *, updates, until, progress=None):
                 if direction[w] == 0:  # pulled: start computing (start_compute inlined)
                     t_read[w] = t
                     phase[w] = _COMP
-                    t2 = t + comp[w]()
+                    i = dpos[w]  # (start_compute's draw inlined too)
+                    d = dbuf[i]
+                    if d < 0.0:
+                        i = refill(i)
+                        d = dbuf[i]
+                    dpos[w] = i + 1
+                    t2 = t + d
                     if heap and heap[0][0] <= t2:
                         push(heap, (t2, normal(), w))
                     else:
@@ -365,7 +386,8 @@ def run_async_loop(sc, *, updates, until, progress=None):
                     continue
                 # finish_apply(w, t), inlined for performance (the no-network hot path)
                 a_w(w)
-                a_tr(t_read[w])
+                if has_net:
+                    a_tr(t_read[w])
                 a_td(t)
                 a_ta(t)
                 count += 1
@@ -375,10 +397,17 @@ def run_async_loop(sc, *, updates, until, progress=None):
                     push(heap, (t, normal(), s_queue.popleft()))
                 else:
                     busy = False
-                if has_net and begin_transfer(w, 0, t):
-                    continue
-                t_read[w] = t
-                t2 = t + comp[w]()
+                if has_net:
+                    if begin_transfer(w, 0, t):
+                        continue
+                    t_read[w] = t
+                i = dpos[w]  # (start_compute's draw inlined: the no-network hot path)
+                d = dbuf[i]
+                if d < 0.0:
+                    i = refill(i)
+                    d = dbuf[i]
+                dpos[w] = i + 1
+                t2 = t + d
                 if heap and heap[0][0] <= t2:
                     push(heap, (t2, normal(), w))
                 else:
@@ -390,26 +419,29 @@ def run_async_loop(sc, *, updates, until, progress=None):
     except _Done:
         pass
 
+    # the loop's state goes before the columns are made
+    del heap, dr, dbuf, dpos, t_done, refill
+    m.release()  # (the streams: nothing more is drawn)
+
+    def f64(a):
+        return np.frombuffer(a, dtype=np.float64) if len(a) else np.empty(0)
+
     worker = np.frombuffer(rec_w, dtype=np.int32) if len(rec_w) else np.empty(0, np.int32)
-    k = len(worker)
-    step = np.arange(k, dtype=np.int64)
-    # read_version: the pull starts right after the worker's own previous update
-    # (version = its step + 1), or at t = 0 (version 0)
-    rv = np.zeros(k, dtype=np.int64)
-    if k:
-        order = np.argsort(worker, kind="stable")
-        same = np.concatenate([[False], worker[order][1:] == worker[order][:-1]])
-        prev = np.concatenate([[0], order[:-1] + 1])
-        rv[order] = np.where(same, prev, 0)
-    cols = {
-        "step": step,
-        "worker": worker,
-        "read_version": rv,
-        "staleness": step - rv,
-        "t_read": np.frombuffer(rec_tr) if len(rec_tr) else np.empty(0),
-        "t_done": np.frombuffer(rec_td) if len(rec_td) else np.empty(0),
-        "t_applied": np.frombuffer(rec_ta) if len(rec_ta) else np.empty(0),
-    }
+    if not has_net:
+        cols = async_columns(worker, f64(rec_td), f64(rec_ta))
+    else:
+        k = len(worker)
+        step = np.arange(k, dtype=np.int64)
+        # read_version: the pull starts right after the worker's own previous update
+        # (version = its step + 1), or at t = 0 (version 0)
+        rv = np.zeros(k, dtype=np.int64)
+        if k:
+            order = np.argsort(worker, kind="stable")
+            same = np.concatenate([[False], worker[order][1:] == worker[order][:-1]])
+            prev = np.concatenate([[0], order[:-1] + 1])
+            rv[order] = np.where(same, prev, 0)
+        cols = {"step": step, "worker": worker, "read_version": rv, "staleness": step - rv,
+                "t_read": f64(rec_tr), "t_done": f64(rec_td), "t_applied": f64(rec_ta)}
     if count == stop_at:
         sim_time = float(rec_ta[-1])
     elif until is not None:
@@ -419,43 +451,49 @@ def run_async_loop(sc, *, updates, until, progress=None):
     return cols, sim_time, count
 
 
+#: bits of an event's scheduling number in a plain-loop heap key (2**40 events: a run of more
+#: would not fit in memory)
+_SEQ_BITS = 40
+#: a float whose bits are at least this is negative: a sentinel (times are never -0.0)
+_SIGN = 1 << 63
+
+
 def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
     """No network, zero apply time: a worker's gradient is applied the moment it is
-    computed, so the loop is one heap entry per update. Only the worker of each
-    update is recorded; t_applied comes afterwards from the workers' event times,
-    t_read is the worker's previous apply (or 0) and t_done = t_applied.
+    computed, so the loop is one heap entry per update. Only which entry each
+    update popped is recorded; t_applied and the worker come afterwards from
+    the buffer of times, t_read is the worker's previous apply (or 0) and
+    t_done = t_applied.
 
-    Inlined for performance:
+    Inlined for performance and memory (no Python object per worker beyond its
+    heap entry, no map from times to workers):
 
-    * the heap holds bare floats (a float comparison is about a third of the
-      cost of a ``(time, key, worker)`` tuple's) and ``due`` maps a time to the
-      worker due then. Every worker has exactly one pending event, so times
-      rarely coincide; when they do, the later-scheduled workers wait in
-      ``tied[time]`` in scheduling order, which is the order the ``(time, key)``
-      heap (and SimPy) pops them in;
-    * a worker's next event time comes ready-made from :func:`._model.first_draws`
-      (its draws' running sums, ``np.cumsum``: the same additions ``t + d`` in
-      the same order; the first block of every worker in one matrix, later
-      blocks in ``keep``); the ``k``-th update of worker ``w`` happened at the
-      ``k``-th of those times, so the loop records only ``w``.
+    * the workers' event times come ready-made in one flat buffer
+      (:class:`._model.Draws` with ``times``: each worker's running sums, in
+      chunks that end with a sentinel naming the worker), read as the floats'
+      bit patterns; a worker's next time is the slot after its current one,
+      or at its sentinel the first of the chunk :meth:`~._model.Draws.refill`
+      appends;
+    * a heap entry is one int, ``bits(time) << 40 | k`` for the ``k``-th event
+      scheduled: ints compare as (time, scheduling order), exactly the
+      generic kernel's (and SimPy's) order, ties included (a non-negative
+      float's bits sort like the float). ``pushed[k]`` is the buffer
+      position of the ``k``-th scheduled time.
     """
-    # each worker's first block of times in one matrix, later blocks (if any) in keep
-    nxt, first_times, keep = first_draws(m.compute, m.chunk, times=True)
-    heap: list[float] = []
-    due: dict[float, int] = {}
-    tied: dict[float, list[int]] = {}
-    for w in range(n):  # the start-up timeouts, scheduled in worker order
-        t = nxt[w]()
-        if due.setdefault(t, w) is not w:
-            tied.setdefault(t, []).append(w)
-        heap.append(t)
+    dr = Draws(m.compute, times=True, bits=True)
+    bits = dr.buf
+    refill = dr.refill
+    pushed = array("q", dr.starts())  # the buffer position of the k-th scheduled event
+    shift, mask, sign = _SEQ_BITS, (1 << _SEQ_BITS) - 1, _SIGN
+    heap = [bits[i] << shift | k for k, i in enumerate(pushed)]  # start-up, in worker order
     heapq.heapify(heap)
-    rec_w = array("i")  # (8 bytes a value less than a list)
-    a_w = rec_w.append
+    rec = array("q")  # the scheduling number of the entry each update popped
+    a_k = rec.append
+    a_p = pushed.append
+    seq = len(pushed)
     horizon = until if until is not None else math.inf
+    horizon_key = math.inf if until is None else (int(np.float64(until).view(np.uint64)) + 1) << shift
     replace = heapq.heapreplace
-    pop_due = due.pop
-    put_due = due.setdefault
     # The run in segments that end at a progress report, at the stop or (with
     # a time limit) every _SEGMENT events: the event loop itself keeps no
     # counter and does not look at the clock (inlined for performance). Past
@@ -471,43 +509,39 @@ def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
     else:
         ends = itertools.count(_SEGMENT, _SEGMENT)
     count = 0
-    t = 0.0
+    key = 0
     for end in ends:
         # the whole async process is these lines (each worker has exactly one
         # pending event, so pop + push is one heapreplace)
         for _ in itertools.repeat(None, end - count):
-            t = heap[0]
-            w = pop_due(t)
-            if tied and t in tied:  # the next worker due at t takes its place
-                q = tied[t]
-                due[t] = q.pop(0)
-                if not q:
-                    del tied[t]
-            a_w(w)
-            t2 = nxt[w]()
-            if put_due(t2, w) is not w:
-                tied.setdefault(t2, []).append(w)
-            replace(heap, t2)
+            key = heap[0]
+            k = key & mask
+            a_k(k)
+            i = pushed[k] + 1
+            b = bits[i]
+            if b >= sign:  # the worker's sentinel: its next chunk
+                i = refill(i)
+                b = bits[i]
+            a_p(i)
+            replace(heap, b << shift | seq)
+            seq += 1
         count = end
-        if t > horizon or end == stop_at:
+        if key >= horizon_key or end == stop_at:
             break
         if prog_every and end % prog_every == 0:
             progress(min(1.0, count / updates))
-    worker = np.frombuffer(rec_w, dtype=np.int32) if len(rec_w) else np.empty(0, np.int32)
-    del rec_w
-    order = by_worker(worker)
-    # each worker's first (number of its updates) times, in the grouped order
-    counts = np.bincount(worker, minlength=n)
-    t_app = np.empty(len(worker), dtype=np.float64)
-    if not keep:  # no worker went past its first block: row-major is the grouped order
-        t_app[order] = first_times[np.arange(first_times.shape[1]) < counts[:, None]]
-    else:
-        t_app[order] = np.concatenate(
-            [np.concatenate([first_times[w]] + keep[w])[:c] if w in keep else first_times[w, :c]
-             for w, c in enumerate(counts.tolist())])
-    if t > horizon:  # cut off the records past the time limit
+    # the loop's state goes before the columns are made (the bound methods too)
+    del heap, refill, a_k, a_p
+    m.release()  # (the streams: nothing more is drawn)
+    popped = np.frombuffer(rec, dtype=np.int64) if len(rec) else np.empty(0, np.int64)
+    idx = np.frombuffer(pushed, dtype=np.int64)[popped]
+    del popped, rec, pushed
+    t_app = np.frombuffer(bits, dtype=np.float64)[idx]
+    worker = dr.owners(idx)
+    del idx, bits, dr
+    if count and t_app[-1] > horizon:  # cut off the records past the time limit
         count = int(np.searchsorted(t_app, horizon, side="right"))
-        worker, t_app, order = worker[:count], t_app[:count], None
-    cols = async_columns(worker, t_app.copy(), t_app, order)
+        worker, t_app = worker[:count], t_app[:count]
+    cols = async_columns(worker, t_app.copy(), t_app)
     sim_time = float(t_app[-1]) if count == stop_at else float(until)
     return cols, sim_time, count

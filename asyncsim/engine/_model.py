@@ -33,6 +33,7 @@ for ``up_ev[w]``. The policies get ``on_crash``/``on_up`` callbacks.
 from __future__ import annotations
 
 import array
+import bisect
 import itertools
 import math
 from collections import deque
@@ -42,7 +43,7 @@ import numpy as np
 
 from ..network import build_network
 from ..network.fair import FlowNetwork
-from ..rng import BlockSampler, Streams, draw_first, rest_blocks
+from ..rng import BlockSampler, Streams, draw_chunk, draw_first
 from ..scenario import Scenario
 from ..trace import DROPPED, LOST
 
@@ -52,87 +53,26 @@ __all__ = ["Model", "async_columns", "CRASH", "PREEMPT"]
 CRASH = "crash"
 PREEMPT = "preempt"
 
-#: Python floats prefetched over all of a run's compute streams: each stream
-#: converts its block to floats this many / N at a time (between 8 and 128), so
-#: the floats waiting to be used stay in cache (measured: at N = 512, chunks of
-#: 16 make the heap engine's loop about 8 % faster than chunks of 128; at N = 8
-#: chunks of 128 beat chunks of 16 by about as much)
+#: Python floats prefetched over all of a run's compute streams by the policies'
+#: per-worker iterators (Model.compute_next): each converts this many / N at a
+#: time (between 8 and 128), so the floats waiting to be used stay in cache
+#: (measured: at N = 512, pieces of 16 make the heap engine's loop about 8 %
+#: faster than pieces of 128; at N = 8 pieces of 128 beat pieces of 16 by about
+#: as much)
 _PREFETCH = 8192
-
-
-def _float_iter(blocks, chunk: int):
-    """An iterator over the values of an iterable of float64 arrays, converted to
-    Python floats ``chunk`` at a time."""
-
-    def chunks():
-        for block in blocks:
-            for i in range(0, len(block), chunk):
-                yield block[i:i + chunk].tolist()
-
-    return itertools.chain.from_iterable(chunks())
 
 
 def _floats(blocks, chunk: int):
     """The values of an iterable of float64 arrays as an iterator's ``__next__``
     (a C-level call per value, inlined for performance), converted to Python
     floats ``chunk`` at a time."""
-    return _float_iter(blocks, chunk).__next__
 
+    def chunks():
+        for block in blocks:
+            for i in range(0, len(block), chunk):
+                yield block[i:i + chunk].tolist()
 
-class _Rest:
-    """The draws of worker ``i`` after its first ``first`` (``rng.rest_blocks``), as
-    an iterable whose iterator is made only when asked for: ``itertools.chain``
-    asks for it when the first block runs out, so a run that never gets that far
-    holds no generator per worker (inlined for memory: a few hundred bytes a
-    worker instead of a few kilobytes). With ``last`` (a float), it gives the
-    running sums continuing from ``last`` instead, appending each block of
-    sums to ``keep[i]`` (see :func:`_sums`)."""
-
-    __slots__ = ("src", "i", "dist", "first", "chunk", "last", "keep")
-
-    def __init__(self, src, i, dist, first, chunk, last=None, keep=None):
-        self.src, self.i, self.dist, self.first, self.chunk = src, i, dist, first, chunk
-        self.last, self.keep = last, keep
-
-    def __iter__(self):
-        blocks = rest_blocks(self.src, self.i, self.dist, self.first)
-        if self.last is not None:
-            blocks = _sums(blocks, self.last, self.keep.setdefault(self.i, []))
-        return _float_iter(blocks, self.chunk)
-
-
-def _sums(blocks, last: float, keep: list):
-    """Running sums of the blocks continuing from ``last`` (``np.cumsum``: the
-    additions ``t = t + d`` one event at a time would make, in the same order),
-    each block of sums also appended to ``keep``."""
-    for block in blocks:
-        times = block.copy()  # (the block may be the distribution's own array)
-        times[0] += last
-        np.cumsum(times, out=times)
-        last = float(times[-1])
-        keep.append(times)
-        yield times
-
-
-def first_draws(streams, chunk: int, times: bool = False):
-    """Every worker's draws (with ``times``: their running sums) as per-worker
-    ``__next__`` callables, from the first-block matrix of ``streams`` (a
-    :class:`_WorkerStreams`) and a lazy :class:`_Rest` each. With ``times``,
-    also returns the first-block sums matrix and the dict of later blocks."""
-    first = streams.first
-    mat = draw_first(streams.src, streams.groups, first)
-    keep: dict[int, list] = {}
-    if times:
-        np.cumsum(mat, axis=1, out=mat)
-    flat = array.array("d", mat.tobytes())  # the values as Python floats on demand
-    lasts = mat[:, -1].tolist() if times else None
-    chain = itertools.chain
-    dists = streams.dists
-    src = streams.src
-    nxt = [chain(flat[w * first:(w + 1) * first],
-                 _Rest(src, w, dists[w], first, chunk, lasts[w] if times else None, keep)).__next__
-           for w in range(len(dists))]
-    return (nxt, mat, keep) if times else nxt
+    return itertools.chain.from_iterable(chunks()).__next__
 
 
 def _draws(sampler: BlockSampler, chunk: int = 128):
@@ -142,39 +82,189 @@ def _draws(sampler: BlockSampler, chunk: int = 128):
 
 
 class _WorkerStreams:
-    """The compute streams of a run: one stream set, the workers' distributions
-    (and groups), and how many draws a first block holds (:func:`first_draws`)."""
+    """The compute streams of a run: one stream set, the worker groups'
+    distributions and sizes, and how many draws each group's first chunk holds
+    (:class:`Draws`)."""
 
-    __slots__ = ("dists", "groups", "src", "first")
+    __slots__ = ("groups", "src", "firsts")
 
-    def __init__(self, sc, src, first: int):
-        self.dists, self.src, self.first = sc.compute_dists(), src, first
+    def __init__(self, sc, src, firsts):
+        self.src = src
         self.groups = [(g.compute, g.count) for g in sc.workers]
+        firsts = [firsts] * len(self.groups) if isinstance(firsts, int) else firsts
+        self.firsts = [max(1, int(f)) for f in firsts]  # (a chunk holds at least one draw)
 
     def __len__(self) -> int:
-        return len(self.dists)
+        return sum(k for _, k in self.groups)
 
 
-def _first_block(sc, updates: int | None, until: float | None) -> int:
-    """How many draws a worker's first block holds: about twice the draws a
-    worker is expected to make (gradients per update over N workers; with a
-    time stop, the time over the fastest group's mean), at least 16 and at most
-    a whole block. A short guess costs one redrawn block, never other values."""
+#: the largest first chunk per worker (values); a worker that needs more
+#: continues in chunks as long as what it has drawn (4 Mi values: 32 MiB)
+_MAX_FIRST = 1 << 22
+
+
+class Draws:
+    """Every worker's compute draws (BlockSampler's values: the same in every
+    engine) in one flat ``array('d')``, no Python object per worker.
+
+    Worker ``w``'s values lie in chunks, each followed by the sentinel
+    ``-(w + 1)`` (draws are >= 0): its first chunk in the first region of the
+    buffer (row ``w`` of its group's block, ``firsts[g] + 1`` slots a row, all
+    drawn in one loop by :func:`~asyncsim.rng.draw_first`), later chunks
+    appended at the buffer's end by :meth:`refill` when the worker reaches
+    its sentinel (:func:`~asyncsim.rng.draw_chunk`: as many values as it has
+    drawn so far, so a worker that runs past its guess makes O(log) refills).
+    With ``times`` the values are each worker's running sums (``np.cumsum``:
+    the additions ``t = t + d`` one event at a time would make, in the same
+    order, from 0.0: never -0.0), for the heap engine's plain loop; with
+    ``bits`` too, the buffer is an ``array('Q')`` of the same bytes, so reading
+    it gives each float's bit pattern (a non-negative float's bits sort like
+    the float; a sentinel's are >= 2**63).
+
+    Memory: 8 bytes a value drawn plus 8 a chunk; a run sized well holds
+    about the draws it makes (``_first_block``). A reader keeps its own
+    positions (the heap engine's loops, SimPy's async processes: from
+    :meth:`start`, reading on to the sentinel, then :meth:`refill`) or
+    iterates :meth:`values`.
+    """
+
+    __slots__ = ("buf", "src", "groups", "firsts", "times", "drawn", "g0", "off0")
+
+    def __init__(self, streams: _WorkerStreams, times: bool = False, bits: bool = False):
+        self.src, self.groups, self.firsts, self.times = streams.src, streams.groups, streams.firsts, times
+        self.g0 = list(itertools.accumulate([k for _, k in self.groups], initial=0))[:-1]
+        total = sum(k * (f + 1) for (_, k), f in zip(self.groups, self.firsts))
+        self.buf = buf = array.array("Q", [0]) * total if bits else array.array("d", [0.0]) * total
+        flat = np.frombuffer(buf, dtype=np.float64)
+        off = 0
+        rows = vals = None
+        self.off0 = []  # each group's first position
+        for (dist, k), f, row0 in zip(self.groups, self.firsts, self.g0):
+            self.off0.append(off)
+            if not k:
+                continue
+            rows = flat[off:off + k * (f + 1)].reshape(k, f + 1)
+            vals = rows[:, :f]
+            draw_first(self.src, [(dist, k)], f, out=vals, start=row0)
+            if times:
+                vals[:, 0] += 0.0  # (the kernels' first time is 0.0 + d: +0.0 for a draw of -0.0)
+                np.cumsum(vals, axis=1, out=vals)
+            rows[:, f] = -np.arange(row0 + 1, row0 + k + 1, dtype=np.float64)
+            off += k * (f + 1)
+        del flat, rows, vals  # (the buffer grows later: no view may outlive this)
+        #: values handed out so far by workers that refilled (others: their first chunk)
+        self.drawn: dict[int, int] = {}
+
+    def start(self, w: int) -> int:
+        """Worker ``w``'s first position in the buffer."""
+        g = bisect.bisect_right(self.g0, w) - 1
+        return self.off0[g] + (w - self.g0[g]) * (self.firsts[g] + 1)
+
+    def starts(self) -> list[int]:
+        """Each worker's first position in the buffer."""
+        out: list[int] = []
+        off = 0
+        for (_, k), f in zip(self.groups, self.firsts):
+            out.extend(range(off, off + k * (f + 1), f + 1))
+            off += k * (f + 1)
+        return out
+
+    def refill(self, i: int) -> int:
+        """Position ``i`` holds a worker's sentinel: append its next chunk (and a
+        sentinel) and return the position of the chunk's first value."""
+        buf = self.buf
+        w = -int(self._at(i)) - 1
+        g = bisect.bisect_right(self.g0, w) - 1
+        dist, first = self.groups[g][0], self.firsts[g]
+        done = self.drawn.get(w, first)
+        vals = draw_chunk(self.src, w, dist, done, min(max(first, done), _MAX_FIRST))
+        chunk = np.empty(len(vals) + 1, dtype=np.float64)
+        chunk[:-1] = vals
+        chunk[-1] = -(w + 1.0)  # its sentinel
+        if self.times:
+            chunk[0] += self._at(i - 1)  # the worker's last time: the value before its sentinel
+            np.cumsum(chunk[:-1], out=chunk[:-1])
+        j = len(buf)
+        buf.frombytes(chunk.view(np.uint8))
+        self.drawn[w] = done + len(vals)
+        return j
+
+    def _at(self, i: int) -> float:
+        """The value at position ``i`` as a float (in either typecode)."""
+        return float(np.frombuffer(self.buf, dtype=np.float64, count=1, offset=8 * i)[0])
+
+    def values(self, w: int, piece: int = 8):
+        """Worker ``w``'s values in order, ``piece`` at a time as lists of floats
+        (for ``itertools.chain.from_iterable``: then a C-level call per value,
+        inlined for performance), refilling as it goes. Holds one piece."""
+        buf = self.buf
+        i = self.start(w)
+        end = i + self.firsts[bisect.bisect_right(self.g0, w) - 1]  # its first sentinel
+        while True:
+            while i < end:
+                k = min(end, i + piece)
+                yield buf[i:k].tolist()
+                i = k
+            i = self.refill(end)
+            end = len(buf) - 1  # the chunk just appended runs to the buffer's last slot
+
+    def owners(self, positions: np.ndarray) -> np.ndarray:
+        """The worker whose value sits at each of ``positions`` (int32): the
+        sentinel that ends its chunk names it. O(buffer + positions)."""
+        flat = np.frombuffer(self.buf, dtype=np.float64)
+        ends = np.flatnonzero(flat < 0.0)
+        owner = np.repeat((-flat[ends] - 1.0).astype(np.int32), np.diff(ends, prepend=-1))
+        return owner[positions]
+
+
+def _first_block(sc, updates: int | None, until: float | None) -> list[int]:
+    """How many draws each worker group's first chunk holds (:class:`Draws`):
+    the draws a worker of the group is expected to make, ``e`` (gradients per
+    update times updates, shared out by the groups' rates: 1 / mean compute
+    time; with a time stop at most the time over the group's mean), plus
+    1.5 standard deviations of a renewal count (``cv * sqrt(e)``, cv of the
+    compute time between 0.25 and 2) plus 2, at least 1 and at most
+    ``_MAX_FIRST``. A short guess costs a refill (one draw call), never other
+    values; with no estimate, a whole block."""
     from ..rng import BLOCK
 
     n = max(sc.n_workers, 1)
-    est = math.inf
-    if updates is not None:
-        kind = sc.policy.kind
-        per_update = {"sync": n, "allreduce": n, "backup": n, "k_async": getattr(sc.policy, "k", 1)}.get(kind, 1)
-        est = updates * per_update / n
-    if until is not None:
-        means = [float(g.compute.mean) for g in sc.workers]
-        fastest = min(means) if means else 0.0
-        est = min(est, until / fastest if fastest > 0 and math.isfinite(fastest) else math.inf)
-    if not math.isfinite(est):
-        return BLOCK
-    return int(min(BLOCK, max(16, math.ceil(2 * est + 8))))
+    kind = sc.policy.kind
+    means = [_positive(g.compute.mean) for g in sc.workers]
+    rate = sum(g.count / m for g, m in zip(sc.workers, means))
+    out = []
+    for g, m in zip(sc.workers, means):
+        est = math.inf
+        if updates is not None:
+            if kind in ("sync", "allreduce", "backup"):
+                est = float(updates)  # every worker computes once a round
+            else:
+                total = float(updates) * (getattr(sc.policy, "k", 1) if kind == "k_async" else 1)
+                est = total / m / rate if math.isfinite(rate) and rate > 0 else total / n
+        if until is not None:
+            est = min(est, until / m)
+        if not math.isfinite(est):
+            out.append(BLOCK)
+            continue
+        try:
+            cv = float(g.compute.coefficient_of_variation)
+        except (ArithmeticError, ValueError, TypeError):
+            cv = 1.0
+        cv = min(max(cv if cv == cv else 1.0, 0.25), 2.0)
+        out.append(int(min(_MAX_FIRST, max(1, math.ceil(est + 1.5 * cv * math.sqrt(est) + 2)))))
+    return out
+
+
+def _positive(x) -> float:
+    """A mean compute time as a positive float: 0 a tiny time (the group is the
+    fastest), NaN or an error infinite (it draws little)."""
+    try:
+        x = float(x)
+    except (ArithmeticError, ValueError, TypeError):
+        return math.inf
+    if x != x:
+        return math.inf
+    return x if x > 0 else 1e-300
 
 
 def _drawn_latency(hops: list) -> float:
@@ -233,10 +323,10 @@ class Model:
         streams = Streams(sc.seed)
         # Every engine draws BlockSampler's values from each stream (common random
         # numbers); the compute streams are one StreamSet (no generator per worker)
-        # whose first blocks are sized from the run (rng.sized_blocks).
+        # whose draws lie in one flat buffer, first chunks sized from the run (Draws).
         self.compute = _WorkerStreams(sc, streams.worker_streams(n, "compute"), _first_block(sc, updates, until))
-        self.chunk = max(8, min(128, _PREFETCH // max(n, 1)))
         self._compute_next = None
+        self._draws = None
         self.apply_next = _draws(BlockSampler(sc.server.apply, streams.server("apply")))
         self.network = net = build_network(sc)
         #: the flow-level model's flows (network.sharing: fair), else None
@@ -323,16 +413,40 @@ class Model:
                           self._c_td.append, self._c_ta.append)
 
     @property
+    def draws(self) -> Draws:
+        """The workers' compute times (:class:`Draws`; made on first use: the heap
+        engine's plain async loop draws its own way)."""
+        if self._draws is None:
+            self._draws = Draws(self.compute)
+        return self._draws
+
+    @property
     def compute_next(self) -> list:
-        """Each worker's next compute time, one per call (made on first use: the
-        heap engine's plain async loop draws its own way and never needs them)."""
+        """Each worker's next compute time, one per call (made on first use; the
+        async processes read :attr:`draws` themselves, with no object per
+        worker): an iterator over :meth:`Draws.values` (about 600 bytes a worker;
+        a C-level call per draw)."""
         if self._compute_next is None:
-            self._compute_next = first_draws(self.compute, self.chunk)
+            chain, draws = itertools.chain.from_iterable, self.draws
+            piece = max(8, min(128, _PREFETCH // max(self.n, 1)))
+            self._compute_next = [chain(draws.values(w, piece)).__next__ for w in range(self.n)]
         return self._compute_next
 
     @compute_next.setter
     def compute_next(self, value: list) -> None:
         self._compute_next = value
+
+    def release(self) -> None:
+        """The run is over: drop its processes, streams and draws (the kernel's
+        ``release`` breaks the reference cycles between processes and events, so
+        they are freed now rather than at some later garbage collection; the
+        columns are made after this, so a run's peak is not both at once)."""
+        procs = getattr(self, "procs", None) or []
+        release = getattr(self.kernel, "release", None)
+        if release is not None:
+            release(procs)
+        self.procs = []
+        self.compute = self._draws = self._compute_next = None
 
     # ---------------------------------------------------------------- recording
 

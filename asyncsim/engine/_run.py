@@ -22,9 +22,10 @@ def finish(m):
     "Faults"). A run whose event queue emptied before its stop stalled too;
     its ``sim_time`` is the time of the last thing that happened (an apply, a
     drop, a loss, a crash or a restart)."""
+    idle = m.env.peek() == math.inf
+    m.release()  # (the processes and draws go before the columns are made)
     cols = m.columns()
-    env = m.env
-    if not m.done and env.peek() == math.inf:
+    if not m.done and idle:
         m.stalled = True
         times = [0.0]
         ta = cols["t_applied"]

@@ -223,6 +223,11 @@ class HeapKernel:
     def peek(self) -> float:
         return self._heap[0][0] if self._heap else math.inf
 
+    def release(self, procs) -> None:
+        """After the run: empty the queue, so the processes (a generator and the
+        kernel refer to each other through it) are freed at once. O(events)."""
+        self._heap.clear()
+
 
 class FaultHeapKernel(HeapKernel):
     """:class:`HeapKernel` that remembers which event each process waits on, so a

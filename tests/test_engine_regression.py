@@ -50,23 +50,4 @@ def test_short_first_blocks_change_nothing(name, first, monkeypatch):
         assert trace_hash(simulate(sc, engine=e)) == REF[name]["hash"], (name, e)
 
 
-@pytest.mark.parametrize("engine,apply", [("heap", 0.0), ("heap", 1e-6), ("simpy", 0.0)])
-def test_event_engines_hold_little_per_worker(engine, apply):
-    """4,096 workers, 10^4 updates (about 2.4 gradients each): beyond the trace's own
-    size, a run's peak traced memory stays under 3 KB a worker (measured 1.0 KB
-    heap, 1.8 KB SimPy; with a 1024-draw block per worker it was 11-21 KB)."""
-    import tracemalloc
-
-    sc = load_scenario({"name": "m", "seed": 1, "workers": [{"count": 4096, "compute": {"dist": "exponential",
-                                                                                      "mean": 1.0}}],
-                        "policy": {"kind": "async"}, "stop": {"updates": 10_000},
-                        "server": {"apply": {"dist": "constant", "value": apply}}})
-    simulate(sc, updates=50, engine=engine)  # imports and caches outside the measurement
-    tracemalloc.start()
-    try:
-        tr = simulate(sc, engine=engine)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    size = sum(c.nbytes for c in tr.columns.values())
-    assert (peak - size) / 4096 < 3072, (peak - size) / 4096
+# (the event engines' memory per worker: tests/test_event_memory.py, with tighter bounds)

@@ -425,35 +425,6 @@ class GeneratorSet:
         self.gens[i] = self.streams.worker(i, self.purpose)
 
 
-def rest_blocks(src, i: int, dist, first: int):
-    """What follows stream ``i``'s first ``first`` draws (:func:`draw_first`):
-    the stream started again, the rest of its first block, then whole blocks:
-    ``BlockSampler(dist, <stream i's generator>).arrays()``'s values from draw
-    ``first`` on (an empty rest of block left out), a block at a time. (The
-    event engines continue with :func:`draw_chunk` instead, which redraws
-    nothing for a family with ``prefix_draws``.)
-
-    Engines size ``first`` from the draws a worker is expected to make, so a
-    run of a few draws per worker holds a few values per worker, not a block
-    (measured: 648 MB for 10^5 updates on 32,768 workers with 1024-blocks). A
-    short guess costs one redrawn block, never other values: a family with
-    ``prefix_draws`` gives a block's first values when asked for fewer, and
-    other families draw whole blocks in :func:`draw_first` too."""
-    src.reset(i)
-    sample = dist.sample
-    for _ in range(first // BLOCK + 1):  # up to the block that holds draw `first`
-        block = np.asarray(sample(src.use(i), BLOCK), dtype=np.float64)
-        src.keep(i)
-    if first % BLOCK:
-        yield block[first % BLOCK:]
-    else:
-        yield block
-    while True:
-        block = np.asarray(sample(src.use(i), BLOCK), dtype=np.float64)
-        src.keep(i)
-        yield block
-
-
 def draw_chunk(src, i: int, dist, done: int, k: int) -> np.ndarray:
     """Stream ``i``'s BlockSampler values from draw ``done`` on, for a stream left
     where :func:`draw_first` (``n = done``) or the previous call left it: the
@@ -488,8 +459,7 @@ def draw_first(src, groups, n: int, out: np.ndarray | None = None, start: int = 
     """Every stream's first ``n`` draws (BlockSampler's values), one row per
     stream; ``groups``: ``[(dist, count), ...]`` in stream order from stream
     ``start`` on. The streams
-    are left part-drawn: continue one with :func:`draw_chunk` (or
-    :func:`rest_blocks`, which starts it again).
+    are left part-drawn: continue one with :func:`draw_chunk`.
 
     On a :class:`StreamSet` with families that have ``prefix_draws``, one
     pointer write and one draw call per stream and block (inlined for

@@ -44,7 +44,7 @@ def test_batch_falls_back_to_numpy_for_keys_beyond_32_bits():
 
 # ----------------------------------------------------------- stream sets (issue 21)
 from asyncsim.distributions import DistributionSpec  # noqa: E402
-from asyncsim.rng import BLOCK, BlockSampler, GeneratorSet, StreamSet, draw_first, pcg64_states, rest_blocks  # noqa: E402
+from asyncsim.rng import BLOCK, BlockSampler, GeneratorSet, StreamSet, draw_chunk, draw_first, pcg64_states  # noqa: E402
 
 
 @settings(max_examples=60, deadline=None)
@@ -98,9 +98,9 @@ def test_stream_set_refuses_keys_beyond_32_bits():
 @pytest.mark.parametrize("first", [1, 16, 1000, BLOCK, 2500])
 @pytest.mark.parametrize("bulk", [True, False], ids=["stream-set", "generators"])
 def test_first_draws_then_rest_equal_blocksampler(spec, first, bulk):
-    """draw_first's rows then rest_blocks are every stream's BlockSampler values
-    (1024-blocks), whatever the first block's size, for every family (those
-    whose draws depend on the block size draw whole blocks)."""
+    """draw_first's rows then draw_chunk's continuation are every stream's
+    BlockSampler values (1024-blocks), whatever the first block's size, for
+    every family (those whose draws depend on the block size draw whole blocks)."""
     from pydantic import TypeAdapter
 
     d = TypeAdapter(DistributionSpec).validate_python(spec)
@@ -109,8 +109,11 @@ def test_first_draws_then_rest_equal_blocksampler(spec, first, bulk):
     mat = draw_first(src, [(d, 6)], first)
     # the rest of worker 4 first, then worker 1: streams are independent
     for w in (4, 1):
-        it = rest_blocks(src, w, d, first)
-        rest = np.concatenate([next(it) for _ in range(3)])
+        parts, done = [], first
+        for k in (7, 1500, 600):
+            parts.append(draw_chunk(src, w, d, done, k))
+            done += len(parts[-1])
+        rest = np.concatenate(parts)
         want = BlockSampler(d, s.worker(w, "compute")).take(first + len(rest))
         np.testing.assert_array_equal(mat[w], want[:first])
         np.testing.assert_array_equal(rest, want[first:])

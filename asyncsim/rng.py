@@ -50,23 +50,20 @@ class Streams:
     def workers(self, n: int, purpose: str = "compute") -> list[np.random.Generator]:
         """``[worker(i, purpose) for i in range(n)]``, the same generators, built
         about ten times faster (see :func:`pcg64_batch`)."""
-        keys = np.empty((n, 3), dtype=np.int64)
-        keys[:, 0], keys[:, 1], keys[:, 2] = _DOMAINS["worker"], np.arange(n), _PURPOSES[purpose]
+        keys = _worker_keys(n, purpose)
         return pcg64_batch(self.seed, keys)
 
     def worker_set(self, n: int, purpose: str = "compute") -> "StreamSet | None":
         """The streams of ``workers(n, purpose)`` as one :class:`StreamSet`
         (``None`` where it would not match numpy: then use :meth:`workers`)."""
-        keys = np.empty((n, 3), dtype=np.int64)
-        keys[:, 0], keys[:, 1], keys[:, 2] = _DOMAINS["worker"], np.arange(n), _PURPOSES[purpose]
+        keys = _worker_keys(n, purpose)
         return stream_set(self.seed, keys)
 
     def worker_states(self, n: int, purpose: str = "compute") -> tuple[np.ndarray, ...] | None:
         """The PCG64 states :meth:`worker_set` starts from, as four columns (state
         low, high, inc low, high: :func:`pcg64_columns`), without the set; ``None``
         where there would be no set."""
-        keys = np.empty((n, 3), dtype=np.int64)
-        keys[:, 0], keys[:, 1], keys[:, 2] = _DOMAINS["worker"], np.arange(n), _PURPOSES[purpose]
+        keys = _worker_keys(n, purpose)
         return pcg64_columns(self.seed, keys) if _sets_match(keys) else None
 
     def worker_streams(self, n: int, purpose: str = "compute") -> "StreamSet | GeneratorSet":
@@ -79,6 +76,13 @@ class Streams:
 
     def link(self, index: int, purpose: str = "misc") -> np.random.Generator:
         return self._gen(_DOMAINS["link"], index, _PURPOSES[purpose])
+
+
+def _worker_keys(n: int, purpose: str) -> np.ndarray:
+    """The spawn keys of workers ``0 .. n-1``'s ``purpose`` streams, one row each (``Streams.worker``'s)."""
+    keys = np.empty((n, 3), dtype=np.int64)
+    keys[:, 0], keys[:, 1], keys[:, 2] = _DOMAINS["worker"], np.arange(n), _PURPOSES[purpose]
+    return keys
 
 
 # ------------------------------------------------------------ batch seeding

@@ -300,12 +300,15 @@ class _Draws:
         return self.apply.first(n)
 
 
-def _exp_scales(draws) -> np.ndarray | None:
-    """Each worker's exponential mean when every group's compute is exponential (else ``None``)."""
+def _all_exponential(draws) -> bool:
+    """Whether every worker group's compute is exponential (what the lanes and the matrix with extensions draw)."""
     from ..distributions import Exponential
 
-    if not all(type(d) is Exponential for d, _ in draws.groups):
-        return None
+    return all(type(d) is Exponential for d, _ in draws.groups)
+
+
+def _exp_scales(draws) -> np.ndarray:
+    """Each worker's exponential mean (every group's compute exponential: :func:`_all_exponential`)."""
     return np.repeat([float(d.mean_) for d, _ in draws.groups], [k for _, k in draws.groups])
 
 
@@ -319,7 +322,7 @@ def _lanes_for(draws, per_worker: float):
     each (``per_worker``: the draws a worker is expected to make)."""
     if draws.used or draws.compute or draws.n < _LANES_MIN_WORKERS:
         return None
-    if per_worker > _LANES_MAX_DRAWS or _exp_scales(draws) is None:
+    if per_worker > _LANES_MAX_DRAWS or not _all_exponential(draws):
         return None
     from .._pcg import ExpLanes, available
 
@@ -351,9 +354,7 @@ class _MatrixArrivals:
 
     @classmethod
     def make(cls, draws, m: int, rate: np.ndarray, cv2: np.ndarray):
-        from ..distributions import Exponential
-
-        if len(draws.groups) != 1 or type(draws.groups[0][0]) is not Exponential or m < 1:
+        if len(draws.groups) != 1 or not _all_exponential(draws) or m < 1:
             return None
         if draws.sset is None or draws.used or draws.compute:
             return None

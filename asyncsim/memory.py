@@ -23,14 +23,16 @@ have fitted (tests/test_hardening.py checks it against measured peaks).
 
 The event engines' cost per worker depends on what a worker holds
 (:func:`event_worker_bytes`; peak traced memory beyond the trace, 4,096
-workers, issue 21's second pass; tests/test_engine_regression.py checks the
-estimate against it): the heap engine's async loop 160–280 bytes (a heap
-entry and its compute draws in one flat buffer); a process per worker
-1.0–2.5 KB (SimPy's, or the policies' processes on the heap engine); network
-routes 2–3.5 KB more, random per-hop latencies another 10 KB (a 1,024-draw
-block and a generator per worker), random crashes 20 KB more (two blocks and
-a generator). The estimate rounds each up (512 bytes, 3 KB, 4 KB, 14 KB and
-28 KB): at most 4x what a run takes.
+workers, issue 21's third pass; tests/test_event_memory.py checks the
+estimate against it): A-SGD without transfers or faults 80–130 bytes (one
+int a worker in the heap engine's loops or in SimPy's compute calendar from
+512 workers, and its compute draws in one flat buffer); the heap engine's
+loop with transfers about 300 bytes; a process per worker 1.0–2.5 KB
+(SimPy's, or the policies' processes on the heap engine); network routes
+2–3.5 KB more, random per-hop latencies another 10 KB (a 1,024-draw block and
+a generator per worker), random crashes 20 KB more (two blocks and a
+generator). The estimate rounds each up (256 and 512 bytes, 3 KB, 4 KB, 14
+KB and 28 KB): at most 4x what a run takes.
 
 "Available" is the smallest of ``MemAvailable`` (``/proc/meminfo``), the
 cgroup's ``memory.max`` minus its ``memory.current``, and the
@@ -56,7 +58,7 @@ __all__ = ["available_bytes", "format_bytes", "check_simulation", "simulation_by
 BYTES_PER_ROW = {"vector": 200, "event": 200, "vector_round_robin": 300}
 #: measured bytes per worker, by engine family (the event engines' base cost: see
 #: :func:`event_worker_bytes`)
-BYTES_PER_WORKER = {"vector": 4 << 10, "event": 3 << 10, "heap_async": 512}
+BYTES_PER_WORKER = {"vector": 4 << 10, "event": 3 << 10, "heap_async": 512, "async_plain": 256}
 #: the event engines' extra bytes per worker: network routes, random per-hop latencies,
 #: random crashes (see the module docstring)
 EVENT_NETWORK_BYTES, EVENT_RANDOM_LATENCY_BYTES, EVENT_RANDOM_CRASH_BYTES = 4 << 10, 14 << 10, 28 << 10
@@ -186,9 +188,15 @@ def event_worker_bytes(sc, engine: str = "heap") -> float:
     net = sc.network
     faults = sc.faults or []
     kind = sc.policy.kind
-    loop = (engine == "heap" and not faults and (net is None or net.sharing == "circuit")
-            and (kind == "async" or (kind == "k_async" and int(sc.policy.k) == 1)))
-    per = float(BYTES_PER_WORKER["heap_async" if loop else "event"])
+    one = kind == "async" or (kind == "k_async" and int(sc.policy.k) == 1)
+    loop = engine == "heap" and not faults and (net is None or net.sharing == "circuit") and one
+    if one and not faults and net is None and engine == "simpy":
+        from .engine.simpy_engine import CALENDAR_WORKERS  # (imports SimPy: only for its engine)
+
+        plain = sc.n_workers >= CALENDAR_WORKERS
+    else:
+        plain = loop and net is None
+    per = float(BYTES_PER_WORKER["async_plain" if plain else "heap_async" if loop else "event"])
     if net is not None:
         per += EVENT_NETWORK_BYTES
         lat = [getattr(net, "latency", None), getattr(net, "intra_node_latency", None)]

@@ -4,6 +4,7 @@
                                      [--modes api,command]
     python benchmarks/bench_bound.py --memory [--workers 8,512,32768] [--sizes 1e5] [--engines vector,heap,simpy]
     python benchmarks/bench_bound.py --merge --sizes 1e5,1e6,1e7,1e8 [--repeats 3]
+    python benchmarks/bench_bound.py --calendar [--workers 8,64,256,512,1024,2048,32768] [--repeats 5]
 
 For each N and number of updates: the median wall time of ``asyncsim.simulate(sc,
 engine="vector")`` on async with exponential compute (the call a user or a
@@ -31,9 +32,15 @@ and the growth from one size to the next.
 
 ``--memory``: the peak memory of one run of each engine (tracemalloc, each
 run in a fresh process, async with exponential compute, zero apply time and a
-1 us apply time: the heap engine's plain loop and its general kernel) against
-the trace's own size (the bytes of its seven columns), and the bytes per
-worker beyond the trace.
+1 us apply time: the heap engine's plain loop and its server loop; SimPy with
+its compute calendar from 512 workers, and "simpy-proc" with a process per
+worker whatever N) against the trace's own size (the bytes of its seven
+columns), and the bytes per worker beyond the trace.
+
+``--calendar``: the SimPy engine's rows per second with a process per worker
+and with the compute calendar (``run_simpy(calendar=False / True)``), taking
+turns in one process, medians, on async with zero and 1 us apply times, 10**5
+updates: where the calendar starts to pay (``simpy_engine.CALENDAR_WORKERS``).
 """
 
 from __future__ import annotations
@@ -111,6 +118,9 @@ n, u, eng, apply = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.ar
 sc = {"name": "m", "seed": 1, "workers": [{"count": n, "compute": {"dist": "exponential", "mean": 1.0}}],
       "policy": {"kind": "async"}, "stop": {"updates": u}, "server": {"apply": {"dist": "constant", "value": apply}}}
 sc = asyncsim.load_scenario(sc)
+if eng == "simpy-proc":  # a process per worker, whatever N
+    import asyncsim.engine.simpy_engine as se
+    se.CALENDAR_WORKERS, eng = 1 << 62, "simpy"
 asyncsim.simulate(sc.model_copy(update={"stop": sc.stop.model_copy(update={"updates": 100})}), engine=eng)
 tracemalloc.start()
 tr = asyncsim.simulate(sc, engine=eng)
@@ -121,19 +131,46 @@ print(peak, sum(c.nbytes for c in tr.columns.values()))
 
 def memory(args) -> int:
     print("\n## peak traced memory of one run against the trace's size")
-    print(f"{'engine':>7} {'apply':>6} {'N':>6} {'updates':>9} {'peak MB':>9} {'trace MB':>9} {'peak / trace':>13} "
+    print(f"{'engine':>10} {'apply':>6} {'N':>6} {'updates':>9} {'peak MB':>9} {'trace MB':>9} {'peak / trace':>13} "
           f"{'B/worker':>9}")
     engines = str(args.engines).split(",")
     for u in args.sizes:
         for n in args.workers:
-            for eng, apply in (("vector", 0.0), ("heap", 0.0), ("heap", 1e-6), ("simpy", 0.0)):
+            for eng, apply in (("vector", 0.0), ("heap", 0.0), ("heap", 1e-6), ("simpy", 0.0), ("simpy", 1e-6),
+                               ("simpy-proc", 0.0)):
                 if eng not in engines:
                     continue
                 out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(n), str(u), eng, str(apply)],
                                      capture_output=True, text=True, check=True)
                 peak, size = map(int, out.stdout.split())
-                print(f"{eng:>7} {apply:>6g} {n:>6} {u:>9.0e} {peak / 2**20:>9.1f} {size / 2**20:>9.1f} "
+                print(f"{eng:>10} {apply:>6g} {n:>6} {u:>9.0e} {peak / 2**20:>9.1f} {size / 2**20:>9.1f} "
                       f"{peak / size:>13.2f} {(peak - size) / n:>9.0f}", flush=True)
+    return 0
+
+
+def calendar(args) -> int:
+    from asyncsim.engine.simpy_engine import run_simpy
+
+    import asyncsim
+
+    print("\n## SimPy: a process per worker against the compute calendar, rows/s (median of %d)" % args.repeats)
+    print(f"{'N':>6} {'apply':>6} {'processes':>10} {'calendar':>10} {'calendar / processes':>21}")
+    u = 100_000
+    for n in args.workers:
+        for apply in (0.0, 1e-6):
+            sc = asyncsim.load_scenario({"name": "c", "seed": 1, "policy": {"kind": "async"}, "stop": {"updates": u},
+                                         "workers": [{"count": n, "compute": {"dist": "exponential", "mean": 1.0}}],
+                                         "server": {"apply": {"dist": "constant", "value": apply}}})
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for r in range(args.repeats + 1):
+                for cal in (False, True):
+                    gc.collect()
+                    t = time.perf_counter()
+                    run_simpy(sc, updates=u, until=None, calendar=cal)
+                    if r:
+                        times[cal].append(time.perf_counter() - t)
+            p, c = (u / statistics.median(times[k]) for k in (False, True))
+            print(f"{n:>6} {apply:>6g} {p:>10.0f} {c:>10.0f} {c / p:>21.2f}", flush=True)
     return 0
 
 
@@ -188,6 +225,7 @@ def main(argv=None) -> int:
     ap.add_argument("--modes", default="api,command")
     ap.add_argument("--memory", action="store_true", help="peak memory of each engine against the trace's size")
     ap.add_argument("--merge", action="store_true", help="the merge's cost per time, 1e5 to 1e8 times")
+    ap.add_argument("--calendar", action="store_true", help="SimPy: processes against the compute calendar")
     ap.add_argument("--engines", default="vector,heap,simpy", help="--memory: the engines to measure")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -199,6 +237,8 @@ def main(argv=None) -> int:
         return memory(args)
     if args.merge:
         return merge(args)
+    if args.calendar:
+        return calendar(args)
     import asyncsim
 
     print(f"# asyncsim {asyncsim.__version__}, python {sys.version.split()[0]}, numpy {np.__version__}; "

@@ -15,9 +15,17 @@ sequence it mirrors, per worker::
     server:   take it if free, else wait for the hand-over event ;
               apply timeout (if > 0) ; record ; hand over or go idle
 
-Heap entries are ``(time, key, code)``: ``code >= 0`` resumes worker ``code``
-at its current phase; ``code < 0`` is link ``-code-1``'s release event, whose
-processing grants the head of that link's queue (``simpy.Resource`` rules).
+Three loops: with a network (the circuit transfer model) the loop of
+:func:`run_async_loop`, whose heap entries are ``(time, key, code)``:
+``code >= 0`` resumes worker ``code`` at its current phase; ``code < 0`` is
+link ``-code-1``'s release event, whose processing grants the head of that
+link's queue (``simpy.Resource`` rules). Without one, :func:`_run_plain` (zero
+apply time: one event a gradient) and :func:`_run_server` (the server's apply
+time and queue), whose heap entries are one int each, ``bits(time)`` over the
+scheduling order: about 56 bytes a pending event instead of 130, which at
+32,768 workers and 3 gradients each is what keeps a run within 2x of its
+trace. (The network loop keeps tuples: a route costs kilobytes a worker
+anyway, and tuples were faster there.)
 
 Two shortcuts leave the order of events unchanged: a release event is not
 pushed when nobody waits for the link (processing it would do nothing), and
@@ -59,41 +67,44 @@ class _NoKernel:
 
 
 def run_async_loop(sc, *, updates, until, progress=None):
-    """Simulate an async scenario; returns ``(columns, sim_time, n_updates)``."""
+    """Simulate an async scenario; returns ``(columns, sim_time, n_updates)``.
+
+    Without a network the run goes to one of two loops with one int a heap
+    entry: :func:`_run_plain` (zero apply time) or :func:`_run_server`; with
+    one (the circuit transfer model), to the loop below."""
     m = Model(sc, _NoKernel(), updates=updates, until=until, progress=progress)
     n = m.n
+    zero_apply = sc.server.apply.dist == "constant" and float(sc.server.apply.value) == 0.0
+    stop_at = updates if updates is not None else -1
+    prog_every = max(1, math.ceil(updates / 200)) if (progress is not None and updates is not None) else 0
+    if m.network is None:
+        run = _run_plain if zero_apply else _run_server
+        return run(m, n, updates, until, progress, stop_at, prog_every)
     apply_next = m.apply_next
     heap: list = []
     push = heappush
     pop = heappop
     normal = itertools.count(1 << 62).__next__
-    has_net = m.network is not None
     routes = (m.pull_routes, m.push_routes)
-    hops = (m.pull_hops, m.push_hops) if has_net else None
+    hops = (m.pull_hops, m.push_hops)
     n_links = len(m.links)
     l_user = [None] * n_links
     l_queue = [[] for _ in range(n_links)]
 
-    # per-worker state (lists: 3.11 specialises their item access; what only
-    # transfers use exists only with a network)
+    # per-worker state (lists: 3.11 specialises their item access)
     phase = [0] * n
-    if has_net:
-        direction = [0] * n   # 0: pulling, 1: pushing
-        pos = [0] * n         # index of the link being requested
-        cur_route = [None] * n  # the route of the transfer in progress
-        t_read = [0.0] * n
+    direction = [0] * n   # 0: pulling, 1: pushing
+    pos = [0] * n         # index of the link being requested
+    cur_route = [None] * n  # the route of the transfer in progress
+    t_read = [0.0] * n
     t_done = [0.0] * n
     s_queue: deque = deque()
     busy = False
-    zero_apply = sc.server.apply.dist == "constant" and float(sc.server.apply.value) == 0.0
 
-    # typed growable columns (8 bytes a value, not a Python float's 32); without
-    # a network t_read is the worker's previous t_applied (async_columns), not recorded
+    # typed growable columns (8 bytes a value, not a Python float's 32)
     rec_w, rec_tr, rec_td, rec_ta = array("i"), array("d"), array("d"), array("d")
     a_w, a_tr, a_td, a_ta = rec_w.append, rec_tr.append, rec_td.append, rec_ta.append
     count = 0
-    stop_at = updates if updates is not None else -1
-    prog_every = max(1, math.ceil(updates / 200)) if (progress is not None and updates is not None) else 0
     next_prog = prog_every or -1
     check_at = min(x for x in (stop_at, next_prog, 1 << 62) if x > 0)
     horizon = until if until is not None else math.inf
@@ -162,8 +173,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
         return d
 
     def start_compute(w: int, t: float) -> None:
-        if has_net:
-            t_read[w] = t
+        t_read[w] = t
         phase[w] = _COMP
         sched(t + draw(w), w)
 
@@ -199,8 +209,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
     def finish_apply(w: int, t: float) -> None:
         nonlocal busy, count
         a_w(w)
-        if has_net:
-            a_tr(t_read[w])
+        a_tr(t_read[w])
         a_td(t_done[w])
         a_ta(t)
         count += 1
@@ -210,12 +219,9 @@ def run_async_loop(sc, *, updates, until, progress=None):
             push(heap, (t, normal(), s_queue.popleft()))
         else:
             busy = False
-        if not has_net or not begin_transfer(w, 0, t):
+        if not begin_transfer(w, 0, t):
             start_compute(w, t)
 
-    if not has_net and zero_apply:
-        return _run_plain(m, n, updates, until, progress, stop_at, prog_every)
-    # (after the plain loop's exit: it draws its own way)
     dr = Draws(m.compute)
     dbuf, refill = dr.buf, dr.refill
     dpos = array("q", dr.starts())
@@ -226,7 +232,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
         push(heap, (horizon, 1 << 63, -n_links - 1))
     try:
         for w in range(n):  # processes start in worker order at t = 0
-            if not has_net or not begin_transfer(w, 0, 0.0):
+            if not begin_transfer(w, 0, 0.0):
                 start_compute(w, 0.0)
             if nxt_w >= 0:  # not the last action of the start-up: schedule normally
                 push(heap, (nxt_t, normal(), nxt_w))
@@ -353,63 +359,24 @@ def run_async_loop(sc, *, updates, until, progress=None):
                         request(li, w, t)
             elif p == _COMP:
                 t_done[w] = t
-                if has_net:
-                    r = cur_route[w] = routes[1][w]
-                    links = r.links
-                    if links:  # start the push (begin_transfer and request inlined for the usual case)
-                        direction[w] = 1
-                        pos[w] = 0
-                        phase[w] = _REQ
-                        li = links[0]
-                        if l_user[li] is None and not l_queue[li]:  # free: granted
-                            l_user[li] = w
-                            if heap and heap[0][0] <= t:
-                                push(heap, (t, normal(), w))
-                            else:
-                                nxt_t, nxt_w = t, w
+                r = cur_route[w] = routes[1][w]
+                links = r.links
+                if links:  # start the push (begin_transfer and request inlined for the usual case)
+                    direction[w] = 1
+                    pos[w] = 0
+                    phase[w] = _REQ
+                    li = links[0]
+                    if l_user[li] is None and not l_queue[li]:  # free: granted
+                        l_user[li] = w
+                        if heap and heap[0][0] <= t:
+                            push(heap, (t, normal(), w))
                         else:
-                            request(li, w, t)
-                        continue
-                    if begin_transfer(w, 1, t):
-                        continue
-                if busy:
-                    phase[w] = _SRV
-                    s_queue.append(w)
+                            nxt_t, nxt_w = t, w
+                    else:
+                        request(li, w, t)
                     continue
-                busy = True
-                d = 0.0 if zero_apply else apply_next()
-                if d > 0.0:
-                    phase[w] = _APPLY
-                    sched(t + d, w)
-                    continue
-                # finish_apply(w, t), inlined for performance (the no-network hot path)
-                a_w(w)
-                if has_net:
-                    a_tr(t_read[w])
-                a_td(t)
-                a_ta(t)
-                count += 1
-                if count == check_at:
-                    checkpoint()
-                if s_queue:
-                    push(heap, (t, normal(), s_queue.popleft()))
-                else:
-                    busy = False
-                if has_net:
-                    if begin_transfer(w, 0, t):
-                        continue
-                    t_read[w] = t
-                i = dpos[w]  # (draw(w) inlined: the no-network hot path, ~6 % faster than the call)
-                d = dbuf[i]
-                if d < 0.0:
-                    i = refill(i)
-                    d = dbuf[i]
-                dpos[w] = i + 1
-                t2 = t + d
-                if heap and heap[0][0] <= t2:
-                    push(heap, (t2, normal(), w))
-                else:
-                    nxt_t, nxt_w = t2, w
+                if not begin_transfer(w, 1, t):  # a push that takes no time
+                    after_push(w, t)
             elif p == _APPLY:
                 finish_apply(w, t)
             else:  # _SRV
@@ -425,21 +392,18 @@ def run_async_loop(sc, *, updates, until, progress=None):
         return np.frombuffer(a, dtype=np.float64) if len(a) else np.empty(0)
 
     worker = np.frombuffer(rec_w, dtype=np.int32) if len(rec_w) else np.empty(0, np.int32)
-    if not has_net:
-        cols = async_columns(worker, f64(rec_td), f64(rec_ta))
-    else:
-        k = len(worker)
-        step = np.arange(k, dtype=np.int64)
-        # read_version: the pull starts right after the worker's own previous update
-        # (version = its step + 1), or at t = 0 (version 0)
-        rv = np.zeros(k, dtype=np.int64)
-        if k:
-            order = np.argsort(worker, kind="stable")
-            same = np.concatenate([[False], worker[order][1:] == worker[order][:-1]])
-            prev = np.concatenate([[0], order[:-1] + 1])
-            rv[order] = np.where(same, prev, 0)
-        cols = {"step": step, "worker": worker, "read_version": rv, "staleness": step - rv,
-                "t_read": f64(rec_tr), "t_done": f64(rec_td), "t_applied": f64(rec_ta)}
+    k = len(worker)
+    step = np.arange(k, dtype=np.int64)
+    # read_version: the pull starts right after the worker's own previous update
+    # (version = its step + 1), or at t = 0 (version 0)
+    rv = np.zeros(k, dtype=np.int64)
+    if k:
+        order = np.argsort(worker, kind="stable")
+        same = np.concatenate([[False], worker[order][1:] == worker[order][:-1]])
+        prev = np.concatenate([[0], order[:-1] + 1])
+        rv[order] = np.where(same, prev, 0)
+    cols = {"step": step, "worker": worker, "read_version": rv, "staleness": step - rv,
+            "t_read": f64(rec_tr), "t_done": f64(rec_td), "t_applied": f64(rec_ta)}
     if count == stop_at:
         sim_time = float(rec_ta[-1])
     elif until is not None:
@@ -542,4 +506,156 @@ def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
         worker, t_app = worker[:count], t_app[:count]
     cols = async_columns(worker, t_app.copy(), t_app)
     sim_time = float(t_app[-1]) if count == stop_at else float(until)
+    return cols, sim_time, count
+
+
+def _run_server(m, n, updates, until, progress, stop_at, prog_every):
+    """No network, an apply time: the worker's gradient waits for the server
+    (FIFO) and takes the apply time there. The general loop's events in the
+    same order, without its transfers' phases, with the plain loop's heap
+    entries (one int each: the general loop's ``(time, key, worker)`` tuples
+    cost about 130 bytes a pending event, this about 56):
+
+    * an entry is ``bits(time) << SW | k << WB | code`` for the ``k``-th entry
+      scheduled: ints compare as (time, scheduling order), the kernel's (and
+      SimPy's) order, ties included; ``code`` < n resumes worker ``code``, n is
+      the time limit (after everything else at its time: k all ones);
+    * a time's bits go through a one-float buffer (``tb`` and ``tq`` are the
+      same 8 bytes);
+    * as in the general loop, the entry a step schedules last skips the heap
+      when nothing else is due at or before its time (it would be popped next).
+
+    Cost: O(log N) a gradient (two heap operations), 8 bytes a gradient for
+    the three recorded columns, about 100 bytes a worker beside the draws.
+    """
+    dr = Draws(m.compute)
+    dbuf, refill = dr.buf, dr.refill
+    dpos = array("q", dr.starts())
+    apply_next = m.apply_next
+    WB = (n + 1).bit_length()
+    SW = _SEQ_BITS + WB
+    WM = (1 << WB) - 1
+    nseq = itertools.count(0, 1 << WB).__next__  # k << WB for the k-th entry scheduled
+    tb = array("d", [0.0])
+    tq = memoryview(tb).cast("B").cast("Q")
+    heap: list = []
+    push, pop = heappush, heappop
+    phase = bytearray([_COMP]) * n  # _COMP, _SRV or _APPLY
+    t_done = array("d", bytes(8 * n))
+    s_queue: deque = deque()
+    busy = False
+    rec_w, rec_td, rec_ta = array("i"), array("d"), array("d")
+    a_w, a_td, a_ta = rec_w.append, rec_td.append, rec_ta.append
+    count = 0
+    next_prog = prog_every or -1
+    check_at = min(x for x in (stop_at, next_prog, 1 << 62) if x > 0)
+    if until is not None:
+        tb[0] = until
+        push(heap, tq[0] << SW | ((1 << _SEQ_BITS) - 1) << WB | n)
+    for w in range(n):  # processes start in worker order at t = 0
+        i = dpos[w]
+        d = dbuf[i]
+        if d < 0.0:
+            i = refill(i)
+            d = dbuf[i]
+        dpos[w] = i + 1
+        tb[0] = 0.0 + d
+        push(heap, tq[0] << SW | nseq() | w)
+    nxt_w = -1
+    nxt_t = 0.0
+    nxt_b = 0
+    while True:
+        if nxt_w >= 0:
+            t, tbits, w = nxt_t, nxt_b, nxt_w
+            nxt_w = -1
+        else:
+            if not heap:
+                break
+            key = pop(heap)
+            w = key & WM
+            if w == n:  # the time limit
+                break
+            tq[0] = tbits = key >> SW
+            t = tb[0]
+        p = phase[w]
+        if p == _COMP:  # computed: to the server
+            if busy:
+                t_done[w] = t
+                phase[w] = _SRV
+                s_queue.append(w)
+                continue
+            busy = True
+            d = apply_next()
+            if d > 0.0:
+                t_done[w] = t
+                phase[w] = _APPLY
+                t2 = t + d
+                tb[0] = t2
+                b = tq[0]
+                if heap and heap[0] >> SW <= b:
+                    push(heap, b << SW | nseq() | w)
+                else:
+                    nxt_t, nxt_b, nxt_w = t2, b, w
+                continue
+            td = t
+        elif p == _APPLY:  # applied
+            td = t_done[w]
+        else:  # _SRV: the server is handed over to it
+            d = apply_next()
+            if d > 0.0:
+                phase[w] = _APPLY
+                t2 = t + d
+                tb[0] = t2
+                b = tq[0]
+                if heap and heap[0] >> SW <= b:
+                    push(heap, b << SW | nseq() | w)
+                else:
+                    nxt_t, nxt_b, nxt_w = t2, b, w
+                continue
+            td = t_done[w]
+        # the gradient is applied at t: record it, hand the server over, compute again
+        a_w(w)
+        a_td(td)
+        a_ta(t)
+        count += 1
+        if count == check_at:
+            if count == next_prog:
+                next_prog += prog_every
+                progress(min(1.0, count / updates))
+            if count == stop_at:
+                break
+            check_at = min(x for x in (stop_at, next_prog, 1 << 62) if x > count)
+        if s_queue:
+            push(heap, tbits << SW | nseq() | s_queue.popleft())
+        else:
+            busy = False
+        phase[w] = _COMP
+        i = dpos[w]
+        d = dbuf[i]
+        if d < 0.0:
+            i = refill(i)
+            d = dbuf[i]
+        dpos[w] = i + 1
+        t2 = t + d
+        tb[0] = t2
+        b = tq[0]
+        if heap and heap[0] >> SW <= b:
+            push(heap, b << SW | nseq() | w)
+        else:
+            nxt_t, nxt_b, nxt_w = t2, b, w
+    # the loop's state goes before the columns are made
+    del heap, dr, dbuf, dpos, t_done, refill, phase, s_queue
+    m.release()  # (the streams: nothing more is drawn)
+
+    def f64(a):
+        return np.frombuffer(a, dtype=np.float64) if len(a) else np.empty(0)
+
+    worker = np.frombuffer(rec_w, dtype=np.int32) if len(rec_w) else np.empty(0, np.int32)
+    cols = async_columns(worker, f64(rec_td), f64(rec_ta))
+    if count == stop_at:
+        sim_time = float(rec_ta[-1])
+    elif until is not None:
+        sim_time = float(until)
+    else:  # pragma: no cover - an updates stop always ends at stop_at
+        sim_time = float(rec_ta[-1]) if rec_ta else 0.0
     return cols, sim_time, count

@@ -360,8 +360,8 @@ class Model:
             self.pull_routes, self.push_routes = net.pull, net.push
         else:
             self.links = []
-            self.pull_routes = self.push_routes = [None] * n
-            self.pull_hops = self.push_hops = [None] * n
+            # (no list of N Nones: 16 bytes a worker at 32,768 workers is a tenth of a short run's trace)
+            self.pull_routes = self.push_routes = self.pull_hops = self.push_hops = None
         # server state
         self.version = 0
         self.server_busy = False
@@ -447,11 +447,14 @@ class Model:
             release(procs)
         self.procs = []
         self.compute = self._draws = self._compute_next = None
+        self.server_queue.clear()  # (waiters' events hold callbacks over the run's state)
 
     # ---------------------------------------------------------------- recording
 
     def routes(self, w: int):
         """``(pull, pull_hops, push, push_hops)`` of worker ``w`` (all ``None`` without a network)."""
+        if self.pull_routes is None:
+            return None, None, None, None
         return self.pull_routes[w], self.pull_hops[w], self.push_routes[w], self.push_hops[w]
     def applied(self, rows: list, t: float) -> None:
         """Record ``rows`` [(worker, read_version, t_read, t_done), ...] as one update

@@ -104,7 +104,8 @@ class ComputeCalendar:
 
 #: from this many workers the policies that can keep computing workers in a
 #: :class:`ComputeCalendar` do (the measured crossover: below it a process per
-#: worker is faster, above it the calendar is: 1.03x at 512 workers, 1.2x at 2,048;
+#: worker is faster, above it the calendar is: 0.99-1.06x at 512 workers, 1.2-1.3x at
+#: 2,048, 2.6-3.2x at 32,768;
 #: benchmarks/bench_bound.py --calendar)
 CALENDAR_WORKERS = 512
 

@@ -552,14 +552,10 @@ def _run_server(m, n, updates, until, progress, stop_at, prog_every):
     if until is not None:
         tb[0] = until
         push(heap, tq[0] << SW | ((1 << _SEQ_BITS) - 1) << WB | n)
-    for w in range(n):  # processes start in worker order at t = 0
+    for w in range(n):  # processes start in worker order at t = 0 (a first chunk holds a value)
         i = dpos[w]
-        d = dbuf[i]
-        if d < 0.0:
-            i = refill(i)
-            d = dbuf[i]
         dpos[w] = i + 1
-        tb[0] = 0.0 + d
+        tb[0] = 0.0 + dbuf[i]
         push(heap, tq[0] << SW | nseq() | w)
     nxt_w = -1
     nxt_t = 0.0
@@ -579,28 +575,14 @@ def _run_server(m, n, updates, until, progress, stop_at, prog_every):
             t = tb[0]
         p = phase[w]
         if p == _COMP:  # computed: to the server
+            t_done[w] = t
             if busy:
-                t_done[w] = t
                 phase[w] = _SRV
                 s_queue.append(w)
                 continue
             busy = True
-            d = apply_next()
-            if d > 0.0:
-                t_done[w] = t
-                phase[w] = _APPLY
-                t2 = t + d
-                tb[0] = t2
-                b = tq[0]
-                if heap and heap[0] >> SW <= b:
-                    push(heap, b << SW | nseq() | w)
-                else:
-                    nxt_t, nxt_b, nxt_w = t2, b, w
-                continue
-            td = t
-        elif p == _APPLY:  # applied
-            td = t_done[w]
-        else:  # _SRV: the server is handed over to it
+            p = _SRV  # the server is its own at once
+        if p == _SRV:  # the server is its own: the apply time
             d = apply_next()
             if d > 0.0:
                 phase[w] = _APPLY
@@ -612,10 +594,10 @@ def _run_server(m, n, updates, until, progress, stop_at, prog_every):
                 else:
                     nxt_t, nxt_b, nxt_w = t2, b, w
                 continue
-            td = t_done[w]
-        # the gradient is applied at t: record it, hand the server over, compute again
+        # (_APPLY, or no apply time) the gradient is applied at t: record it, hand the
+        # server over, compute again
         a_w(w)
-        a_td(td)
+        a_td(t_done[w])
         a_ta(t)
         count += 1
         if count == check_at:

@@ -59,15 +59,6 @@ class KAsync(Policy):
         pos = array("q", m.draws.starts())  # each worker's buffer position of its next compute time
         a_w, a_td, a_ta = m.appenders[1], m.appenders[4], m.appenders[5]
 
-        def compute(w: int) -> None:  # (yield timeout(d) for the compute time)
-            i = pos[w]
-            d = buf[i]
-            if d < 0.0:  # the end of its chunk
-                i = refill(i)
-                d = buf[i]
-            pos[w] = i + 1
-            sleep(w, d)
-
         def computed(w: int) -> None:  # its compute time is over: to the server
             t_done = env._now
             if m.server_busy:
@@ -103,17 +94,19 @@ class KAsync(Policy):
                 queue.popleft().succeed()
             else:
                 m.server_busy = False
-            i = pos[w]  # compute(w), inlined for performance
+            i = pos[w]  # (yield timeout(d) for its next compute time)
             d = buf[i]
-            if d < 0.0:
+            if d < 0.0:  # the end of its chunk
                 i = refill(i)
                 d = buf[i]
             pos[w] = i + 1
             sleep(w, d)
 
         sleep = calendar(self.n, computed).sleep
-        for w in range(self.n):  # (each process's first step, in worker order)
-            compute(w)
+        for w in range(self.n):  # each process's first step, in worker order (a first chunk holds a value)
+            i = pos[w]
+            pos[w] = i + 1
+            sleep(w, buf[i])
         return True
 
     def _worker_plain(self, m, w):

@@ -79,6 +79,16 @@ def test_stream_set_interleaved_equals_own_generators():
         np.testing.assert_array_equal(a, b)
     ss.reset(3)
     np.testing.assert_array_equal(ss.use(3).random(5), s.worker(3, "compute").random(5))
+    # a workers' set keeps no copy of its starts: reset computes stream i's again
+    assert ss.start is None
+    for i in (0, 17, 39):
+        ss.reset(i)
+        np.testing.assert_array_equal(ss.use(i).random(4), s.worker(i, "compute").random(4))
+        ss.keep(i)
+    net = s.worker_set(5, "network")
+    net.use(4).random(9)
+    net.reset(4)
+    np.testing.assert_array_equal(net.use(4).random(3), s.worker(4, "network").random(3))
 
 
 def test_stream_set_refuses_keys_beyond_32_bits():

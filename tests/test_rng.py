@@ -85,6 +85,16 @@ def test_stream_set_interleaved_equals_own_generators():
         ss.reset(i)
         np.testing.assert_array_equal(ss.use(i).random(4), s.worker(i, "compute").random(4))
         ss.keep(i)
+    # many resets: every start is computed at once and kept (8 here), the streams unchanged
+    for k in range(12):
+        ss.reset(k)
+    assert ss.start is not None
+    for i in (5, 30):
+        ss.use(i).random(3)
+        ss.keep(i)
+        ss.reset(i)
+        np.testing.assert_array_equal(ss.use(i).random(4), s.worker(i, "compute").random(4))
+        ss.keep(i)
     net = s.worker_set(5, "network")
     net.use(4).random(9)
     net.reset(4)

@@ -16,54 +16,13 @@ import pytest
 import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from simpy.events import URGENT, Event
 
 from asyncsim import load_scenario, simulate
 from asyncsim.engine import _model
-from asyncsim.engine.simpy_engine import CALENDAR_WORKERS, ComputeCalendar, SimpyKernel, run_simpy
+from asyncsim.engine import simpy_engine
+from asyncsim.engine.simpy_engine import CALENDAR_WORKERS, ComputeCalendar, SimpyKernel, _wake_order, run_simpy
 
 # ------------------------------------------------------------------ the calendar alone
-
-
-def _wake_order(delays: list[list[float]], noise: list[float], calendar: bool) -> list[tuple]:
-    """Sleepers each waiting through their list of delays, beside a process that
-    waits through ``noise`` (other events at the same times): the order of all
-    wake-ups, as (time, who, k). The sleepers start from an urgent event at t = 0
-    (the calendar) or as processes (whose Initialize is such an event)."""
-    env = simpy.Environment()
-    log: list[tuple] = []
-
-    def other():
-        for k, d in enumerate(noise):
-            yield env.timeout(d)
-            log.append((env.now, "noise", k))
-
-    env.process(other())
-    if calendar:
-        step = [0] * len(delays)
-
-        def wake(w):
-            log.append((env.now, w, step[w]))
-            step[w] += 1
-            if step[w] < len(delays[w]):
-                cal.sleep(w, delays[w][step[w]])
-
-        cal = ComputeCalendar(env, len(delays), wake)
-        for w, ds in enumerate(delays):
-            ev = Event(env)
-            ev._ok, ev._value = True, None
-            ev.callbacks.append(lambda _ev, w=w, ds=ds: cal.sleep(w, ds[0]))
-            env.schedule(ev, URGENT)
-    else:
-        def sleeper(w, ds):
-            for k, d in enumerate(ds):
-                yield env.timeout(d)
-                log.append((env.now, w, k))
-
-        for w, ds in enumerate(delays):
-            env.process(sleeper(w, ds))
-    env.run()
-    return log
 
 
 _DELAY = st.sampled_from([0.0, 0.5, 1.0, 1.5, 0.25])
@@ -99,10 +58,22 @@ def test_calendar_keeps_one_simpy_event_for_its_earliest_entry():
 
 
 def test_calendar_is_used_from_the_crossover_or_when_asked():
+    assert simpy_engine.calendar_matches_simpy()
     assert not SimpyKernel().use_calendar(CALENDAR_WORKERS - 1)
     assert SimpyKernel().use_calendar(CALENDAR_WORKERS)
     assert SimpyKernel(calendar=True).use_calendar(2)
     assert not SimpyKernel(calendar=False).use_calendar(10**6)
+
+
+def test_a_simpy_the_calendar_does_not_match_gets_processes():
+    """Where the self-check fails (another SimPy's internals), the engine keeps a
+    process per worker, even when asked for the calendar; the trace is the same."""
+    sc = _scenario("constant", "constant", {"updates": 300}, n=CALENDAR_WORKERS)
+    with mock.patch.object(simpy_engine, "_calendar_ok", False):
+        assert not SimpyKernel(calendar=True).use_calendar(10**6)
+        with mock.patch.object(ComputeCalendar, "__init__", side_effect=AssertionError("used")):
+            a = _run(sc, None)
+    _same(a, _run(sc, True))
 
 
 # ------------------------------------------------------------------ whole runs
@@ -209,3 +180,35 @@ def test_calendar_state_is_freed_when_the_run_returns():
         if was:
             gc.enable()
     assert len(tr) == 3000 and alive == []
+
+
+def test_the_self_check_catches_a_calendar_out_of_order():
+    """A calendar whose wake-ups jump ahead of other events at the same time (its
+    entries queued as urgent) fails the once-per-process check."""
+    with mock.patch.object(simpy_engine, "_calendar_ok", None):
+        assert simpy_engine.calendar_matches_simpy()
+    with mock.patch.object(simpy_engine, "_calendar_ok", None), mock.patch.object(simpy_engine, "NORMAL", 0):
+        assert not simpy_engine.calendar_matches_simpy()
+
+
+@pytest.mark.parametrize("case", ["plain", "server", "network"])
+def test_heap_loops_report_progress_with_a_time_stop(case):
+    """With only a time stop the heap engine's async loops report the time reached
+    over the stop every 4,096 gradients (they reported nothing before the end), in
+    order, never past 1; the trace is unchanged by it."""
+    sc = {"name": "p", "seed": 2, "workers": [{"count": 64, "compute": {"dist": "exponential", "mean": 1.0}}],
+          "policy": {"kind": "async"}, "stop": {"time": 800.0}}
+    if case == "server":
+        sc["server"] = {"apply": {"dist": "constant", "value": 1e-4}}
+    if case == "network":
+        sc["network"] = {"topology": "star", "bandwidth_gbps": 100, "sharing": "circuit",
+                         "latency": {"dist": "constant", "value": 1e-5}}
+        sc["model"] = {"parameters": 1000}
+    sc = load_scenario(sc)
+    seen: list[float] = []
+    tr = simulate(sc, engine="heap", progress=seen.append)
+    assert len(tr) > 40_000 and len(seen) >= len(tr) // 4096 - 1
+    assert seen == sorted(seen) and 0.0 < seen[0] and seen[-1] <= 1.0
+    ref = simulate(sc, engine="heap")
+    for c in tr.columns:
+        assert tr.columns[c].tobytes() == ref.columns[c].tobytes(), c

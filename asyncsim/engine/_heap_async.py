@@ -38,6 +38,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import struct
 from array import array
 from collections import deque
 from heapq import heappop, heappush
@@ -76,10 +77,25 @@ def run_async_loop(sc, *, updates, until, progress=None):
     n = m.n
     zero_apply = sc.server.apply.dist == "constant" and float(sc.server.apply.value) == 0.0
     stop_at = updates if updates is not None else -1
-    prog_every = max(1, math.ceil(updates / 200)) if (progress is not None and updates is not None) else 0
+    # progress: every 1/200 of the updates, or with only a time stop the time
+    # reached over it every _SEGMENT gradients
+    if progress is None:
+        prog_every, report = 0, None
+    elif updates is not None:
+        prog_every = max(1, math.ceil(updates / 200))
+
+        def report(count: int, t: float) -> None:
+            progress(min(1.0, count / updates))
+    elif until is not None:
+        prog_every = _SEGMENT
+
+        def report(count: int, t: float) -> None:
+            progress(min(1.0, t / until))
+    else:  # pragma: no cover - a run always has a stop
+        prog_every, report = 0, None
     if m.network is None:
         run = _run_plain if zero_apply else _run_server
-        return run(m, n, updates, until, progress, stop_at, prog_every)
+        return run(m, n, updates, until, report, stop_at, prog_every)
     apply_next = m.apply_next
     heap: list = []
     push = heappush
@@ -197,11 +213,11 @@ def run_async_loop(sc, *, updates, until, progress=None):
     class _Done(Exception):
         pass
 
-    def checkpoint() -> None:
+    def checkpoint(t: float) -> None:
         nonlocal next_prog, check_at
         if count == next_prog:
             next_prog += prog_every
-            progress(min(1.0, count / updates))
+            report(count, t)
         if count == stop_at:
             raise _Done
         check_at = min(x for x in (stop_at, next_prog, 1 << 62) if x > count)
@@ -214,7 +230,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
         a_ta(t)
         count += 1
         if count == check_at:
-            checkpoint()
+            checkpoint(t)
         if s_queue:
             push(heap, (t, normal(), s_queue.popleft()))
         else:
@@ -333,7 +349,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
                     a_ta(t)
                     count += 1
                     if count == check_at:
-                        checkpoint()
+                        checkpoint(t)
                     if s_queue:
                         push(heap, (t, normal(), s_queue.popleft()))
                     else:
@@ -420,7 +436,7 @@ _SEQ_BITS = 40
 _SIGN = 1 << 63
 
 
-def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
+def _run_plain(m, n, updates, until, report, stop_at, prog_every):
     """No network, zero apply time: a worker's gradient is applied the moment it is
     computed, so the loop is one heap entry per update. Only which entry each
     update popped is recorded; t_applied and the worker come afterwards from
@@ -491,7 +507,7 @@ def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
         if key >= horizon_key or end == stop_at:
             break
         if prog_every and end % prog_every == 0:
-            progress(min(1.0, count / updates))
+            report(count, struct.unpack("<d", (key >> shift).to_bytes(8, "little"))[0])
     # the loop's state goes before the columns are made (the bound methods too)
     del heap, refill, a_k, a_p
     m.release()  # (the streams: nothing more is drawn)
@@ -509,7 +525,7 @@ def _run_plain(m, n, updates, until, progress, stop_at, prog_every):
     return cols, sim_time, count
 
 
-def _run_server(m, n, updates, until, progress, stop_at, prog_every):
+def _run_server(m, n, updates, until, report, stop_at, prog_every):
     """No network, an apply time: the worker's gradient waits for the server
     (FIFO) and takes the apply time there. The general loop's events in the
     same order, without its transfers' phases, with the plain loop's heap
@@ -525,8 +541,8 @@ def _run_server(m, n, updates, until, progress, stop_at, prog_every):
     * as in the general loop, the entry a step schedules last skips the heap
       when nothing else is due at or before its time (it would be popped next).
 
-    Cost: O(log N) a gradient (two heap operations), 8 bytes a gradient for
-    the three recorded columns, about 100 bytes a worker beside the draws.
+    Cost: O(log N) a gradient (two heap operations), 20 bytes a gradient for
+    the three recorded columns, about 70 bytes a worker beside the draws.
     """
     dr = Draws(m.compute)
     dbuf, refill = dr.buf, dr.refill
@@ -603,7 +619,7 @@ def _run_server(m, n, updates, until, progress, stop_at, prog_every):
         if count == check_at:
             if count == next_prog:
                 next_prog += prog_every
-                progress(min(1.0, count / updates))
+                report(count, t)
             if count == stop_at:
                 break
             check_at = min(x for x in (stop_at, next_prog, 1 << 62) if x > count)

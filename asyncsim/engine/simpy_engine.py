@@ -154,7 +154,7 @@ def calendar_matches_simpy() -> bool:
     """Whether :class:`ComputeCalendar` orders events as this SimPy does: it writes
     SimPy's queue and takes its event ids itself (``env._queue``, ``env._eid``),
     so it is checked once per process on a fixed pattern of tied and zero
-    delays against processes on timeouts (about 2 ms); where it fails or
+    delays against processes on timeouts (0.3 ms); where it fails or
     SimPy's internals differ, the engine keeps a process per worker."""
     global _calendar_ok
     if _calendar_ok is None:

@@ -79,19 +79,17 @@ def run_async_loop(sc, *, updates, until, progress=None):
     stop_at = updates if updates is not None else -1
     # progress: every 1/200 of the updates, or with only a time stop the time
     # reached over it every _SEGMENT gradients
-    if progress is None:
-        prog_every, report = 0, None
-    elif updates is not None:
+    if progress is not None and updates is not None:
         prog_every = max(1, math.ceil(updates / 200))
 
         def report(count: int, t: float) -> None:
             progress(min(1.0, count / updates))
-    elif until is not None:
+    elif progress is not None and until is not None:
         prog_every = _SEGMENT
 
         def report(count: int, t: float) -> None:
             progress(min(1.0, t / until))
-    else:  # pragma: no cover - a run always has a stop
+    else:
         prog_every, report = 0, None
     if m.network is None:
         run = _run_plain if zero_apply else _run_server
@@ -404,10 +402,7 @@ def run_async_loop(sc, *, updates, until, progress=None):
     del heap, dr, dbuf, dpos, t_done, refill
     m.release()  # (the streams: nothing more is drawn)
 
-    def f64(a):
-        return np.frombuffer(a, dtype=np.float64) if len(a) else np.empty(0)
-
-    worker = np.frombuffer(rec_w, dtype=np.int32) if len(rec_w) else np.empty(0, np.int32)
+    worker = _i32(rec_w)
     k = len(worker)
     step = np.arange(k, dtype=np.int64)
     # read_version: the pull starts right after the worker's own previous update
@@ -419,14 +414,27 @@ def run_async_loop(sc, *, updates, until, progress=None):
         prev = np.concatenate([[0], order[:-1] + 1])
         rv[order] = np.where(same, prev, 0)
     cols = {"step": step, "worker": worker, "read_version": rv, "staleness": step - rv,
-            "t_read": f64(rec_tr), "t_done": f64(rec_td), "t_applied": f64(rec_ta)}
+            "t_read": _f64(rec_tr), "t_done": _f64(rec_td), "t_applied": _f64(rec_ta)}
+    return cols, _sim_time(rec_ta, count, stop_at, until), count
+
+
+def _f64(a: array) -> np.ndarray:
+    """A recorded ``array('d')`` as a float64 column (no copy)."""
+    return np.frombuffer(a, dtype=np.float64) if len(a) else np.empty(0)
+
+
+def _i32(a: array) -> np.ndarray:
+    """A recorded ``array('i')`` as an int32 column (no copy)."""
+    return np.frombuffer(a, dtype=np.int32) if len(a) else np.empty(0, np.int32)
+
+
+def _sim_time(rec_ta: array, count: int, stop_at: int, until: float | None) -> float:
+    """A loop's simulated time: its last apply at an updates stop, else the time stop."""
     if count == stop_at:
-        sim_time = float(rec_ta[-1])
-    elif until is not None:
-        sim_time = float(until)
-    else:  # pragma: no cover - an updates stop always ends at stop_at
-        sim_time = float(rec_ta[-1]) if rec_ta else 0.0
-    return cols, sim_time, count
+        return float(rec_ta[-1])
+    if until is not None:
+        return float(until)
+    return float(rec_ta[-1]) if rec_ta else 0.0  # pragma: no cover - an updates stop always ends at stop_at
 
 
 #: bits of an event's scheduling number in a plain-loop heap key (2**40 events: a run of more
@@ -645,15 +653,5 @@ def _run_server(m, n, updates, until, report, stop_at, prog_every):
     del heap, dr, dbuf, dpos, t_done, refill, phase, s_queue
     m.release()  # (the streams: nothing more is drawn)
 
-    def f64(a):
-        return np.frombuffer(a, dtype=np.float64) if len(a) else np.empty(0)
-
-    worker = np.frombuffer(rec_w, dtype=np.int32) if len(rec_w) else np.empty(0, np.int32)
-    cols = async_columns(worker, f64(rec_td), f64(rec_ta))
-    if count == stop_at:
-        sim_time = float(rec_ta[-1])
-    elif until is not None:
-        sim_time = float(until)
-    else:  # pragma: no cover - an updates stop always ends at stop_at
-        sim_time = float(rec_ta[-1]) if rec_ta else 0.0
-    return cols, sim_time, count
+    cols = async_columns(_i32(rec_w), _f64(rec_td), _f64(rec_ta))
+    return cols, _sim_time(rec_ta, count, stop_at, until), count

@@ -67,11 +67,7 @@ class KAsync(Policy):
                 queue.append(ev)
                 return
             m.server_busy = True
-            d = apply_next()
-            if d > 0.0:
-                timeout(d).callbacks.append(lambda _ev: applied(w, t_done))
-            else:
-                applied(w, t_done)
+            serve(w, t_done)
 
         def serve(w: int, t_done: float) -> None:  # handed the server: the apply time
             d = apply_next()

@@ -374,20 +374,15 @@ class _MatrixArrivals:
             sset = draws.sset
             pos = n * c
             block = np.empty(max(8, c // 4) + 1)
+            k = len(block) - 1
             for w in short.tolist():  # each continues its own stream where the matrix left it
                 gen = sset.use(w)
-                t, prev = float(M[w, -1]), w * c + c - 1
-                while t <= target:
-                    block[0] = t
-                    gen.standard_exponential(out=block[1:])
-                    if mean != 1.0:  # (mean * standard_exponential: numpy's exponential)
-                        block[1:] *= mean
-                    np.cumsum(block, out=block)  # (the left fold from the worker's last time)
-                    k = len(block) - 1
-                    ext_t.append(block[1:].copy())
+                prev = w * c + c - 1
+                for times in _fold_on(float(M[w, -1]), target, gen.standard_exponential, block, mean):
+                    ext_t.append(times.copy())
                     ext_w.append(np.full(k, w, dtype=np.int32))
                     ext_p.append(np.concatenate([[prev], np.arange(pos, pos + k - 1)]))
-                    prev, pos, t = pos + k - 1, pos + k, float(block[-1])
+                    prev, pos = pos + k - 1, pos + k
         self.arrive = np.concatenate([M.ravel()] + ext_t) if ext_t else M.ravel()
         self.ext_w = np.concatenate(ext_w) if ext_w else np.empty(0, dtype=np.int32)
         self.ext_p = np.concatenate(ext_p).astype(np.int64) if ext_p else np.empty(0, dtype=np.int64)
@@ -446,6 +441,23 @@ _LANES_FULL = 0.6
 _LANES_MIN_WORKERS = 2048
 #: ... making at most this many draws each on average
 _LANES_MAX_DRAWS = 16
+
+
+def _fold_on(t: float, horizon: float, fill, block: np.ndarray, scale: float):
+    """One worker's next arrival times from ``t`` (its last) on, a block at a time,
+    until one passes ``horizon``: ``fill(out)`` writes its stream's next standard
+    exponential draws into ``out``, scaled by ``scale`` (``mean *
+    standard_exponential()``: numpy's exponential) and summed from ``t`` left to
+    right (the event engines' left fold). Yields each block's times, a view of
+    ``block[1:]`` that the next block overwrites. O(draws)."""
+    while t <= horizon:
+        block[0] = t
+        fill(out=block[1:])
+        if scale != 1.0:
+            block[1:] *= scale
+        np.cumsum(block, out=block)
+        yield block[1:]
+        t = float(block[-1])
 
 
 def _lane_arrivals(lanes, scale: np.ndarray, rate: np.ndarray, m: int | None, until: float | None):
@@ -532,19 +544,18 @@ def _lane_arrivals(lanes, scale: np.ndarray, rate: np.ndarray, m: int | None, un
         block = np.empty(_LANES_BLOCK + 1)
         k = _LANES_BLOCK
         for j in range(len(ids)):  # the last few
-            tj, pj, w = float(tc[j]), int(pc[j]), int(ids[j])
-            while tj <= horizon:
-                block[0] = tj
-                sub.finish_numpy(j, block[1:])
-                if sc is not None:
-                    block[1:] *= sc[j]
-                np.cumsum(block, out=block)  # (the left fold from the worker's last time)
+            pj, w = int(pc[j]), int(ids[j])
+
+            def fill(out, j=j):
+                sub.finish_numpy(j, out)
+
+            for times in _fold_on(float(tc[j]), horizon, fill, block, 1.0 if sc is None else sc[j]):
                 room(k)
-                buf["t"][total:total + k] = block[1:]
+                buf["t"][total:total + k] = times
                 buf["w"][total:total + k] = w
                 buf["p"][total] = pj
                 buf["p"][total + 1:total + k] = np.arange(total, total + k - 1)
-                tj, pj = float(block[-1]), total + k - 1
+                pj = total + k - 1
                 total += k
 
     extend(target)
